@@ -1,0 +1,151 @@
+// Result<T>: a value or a std::error_code, shaped like C++23 std::expected<T, std::error_code>.
+//
+// Errors are values in virtio-dma (STYLE.md rule 2): every fallible call returns a
+// [[nodiscard]] Result, and callers propagate with VDMA_TRY.
+//
+//   Result<int> parse(std::string_view s);
+//   Result<int> twice(std::string_view s) {
+//     int v = VDMA_TRY(parse(s));
+//     return 2 * v;
+//   }
+//   if (auto r = twice("21"); !r) log(r.error().message());
+#pragma once
+
+#include <cstdlib>
+#include <new>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include "vdma/base/check.h"
+
+namespace vdma {
+
+// The error half of a Result, like std::unexpected.
+struct Unexpected {
+  std::error_code error;
+};
+
+// Builds an Unexpected from any registered error-code enum (or a std::error_code).
+template <class E>
+requires std::is_error_code_enum_v<E>
+inline Unexpected Err(E e) {
+  return Unexpected{make_error_code(e)};
+}
+inline Unexpected Err(std::error_code ec) {
+  return Unexpected{ec};
+}
+
+template <class T>
+class [[nodiscard]] Result {
+ public:
+  using value_type = T;
+
+  Result(const T& v) : has_(true) { new (&value_) T(v); }        // NOLINT: implicit like expected
+  Result(T&& v) : has_(true) { new (&value_) T(std::move(v)); }  // NOLINT
+  template <class U>
+  requires(std::is_constructible_v<T, U&&> && !std::is_same_v<std::decay_t<U>, T> &&
+           !std::is_same_v<std::decay_t<U>, Unexpected> && !std::is_same_v<std::decay_t<U>, Result>)
+      Result(U&& v)
+      : has_(true) {  // NOLINT
+    new (&value_) T(std::forward<U>(v));
+  }
+  Result(Unexpected u) : has_(false) {  // NOLINT
+    VDMA_CHECK(u.error);                // an error Result must carry an error
+    new (&error_) std::error_code(u.error);
+  }
+  Result(const Result& o) : has_(o.has_) {
+    if (has_)
+      new (&value_) T(o.value_);
+    else
+      new (&error_) std::error_code(o.error_);
+  }
+  Result(Result&& o) noexcept(std::is_nothrow_move_constructible_v<T>) : has_(o.has_) {
+    if (has_)
+      new (&value_) T(std::move(o.value_));
+    else
+      new (&error_) std::error_code(o.error_);
+  }
+  Result& operator=(Result o) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    destroy();
+    has_ = o.has_;
+    if (has_)
+      new (&value_) T(std::move(o.value_));
+    else
+      new (&error_) std::error_code(o.error_);
+    return *this;
+  }
+  ~Result() { destroy(); }
+
+  bool has_value() const { return has_; }
+  explicit operator bool() const { return has_; }
+
+  T& value() & {
+    VDMA_CHECK_MSG(has_, error_.message().c_str());
+    return value_;
+  }
+  const T& value() const& {
+    VDMA_CHECK_MSG(has_, error_.message().c_str());
+    return value_;
+  }
+  T&& value() && {
+    VDMA_CHECK_MSG(has_, error_.message().c_str());
+    return std::move(value_);
+  }
+  T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+  T&& operator*() && { return std::move(*this).value(); }
+  T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
+
+  // The error; only meaningful when !has_value(). Returns an empty code otherwise.
+  std::error_code error() const { return has_ ? std::error_code{} : error_; }
+
+  template <class U>
+  T value_or(U&& fallback) const& {
+    return has_ ? value_ : static_cast<T>(std::forward<U>(fallback));
+  }
+
+ private:
+  void destroy() {
+    if (has_) value_.~T();
+  }
+  bool has_;
+  union {
+    T value_;
+    std::error_code error_;
+  };
+};
+
+template <>
+class [[nodiscard]] Result<void> {
+ public:
+  using value_type = void;
+  Result() = default;
+  Result(Unexpected u) : error_(u.error) { VDMA_CHECK(u.error); }  // NOLINT
+
+  bool has_value() const { return !error_; }
+  explicit operator bool() const { return !error_; }
+  void value() const { VDMA_CHECK_MSG(!error_, error_.message().c_str()); }
+  std::error_code error() const { return error_; }
+
+ private:
+  std::error_code error_;
+};
+
+// The success value of Result<void>.
+inline Result<void> Ok() {
+  return {};
+}
+
+}  // namespace vdma
+
+// Evaluates a Result expression; on error returns the error from the enclosing function,
+// otherwise yields the value (nothing for Result<void>). GNU statement expression: g++ and
+// clang both support it.
+#define VDMA_TRY(expr)                                                          \
+  __extension__({                                                               \
+    auto&& vdma_try_result_ = (expr);                                           \
+    if (!vdma_try_result_) return ::vdma::Unexpected{vdma_try_result_.error()}; \
+    std::move(vdma_try_result_).value();                                        \
+  })

@@ -1,0 +1,70 @@
+// DirectOps: the 1:1 provider. DMA address == guest-physical address; no copies, no
+// locks, no allocation, no per-mapping state. map() only proves the buffer lies in one
+// *shared* guest-memory region (a private region is unreachable by the device, so mapping
+// it would hand the device a dangling address).
+//
+// Defined inline and `final` so a virtqueue templated on DirectOps compiles the DMA calls
+// down to the GPA lookup it would need anyway: "always use the DMA API" costs nothing.
+//
+//   DirectOps ops(guest_memory, coherent_pool, DmaAddr{coherent_gpa.value()});
+//   MappingRecord r = VDMA_TRY(ops.map_record(buf, 512, Direction::kToDevice));
+#pragma once
+
+#include "vdma/dma/coherent_pool.h"
+#include "vdma/dma/dma_ops.h"
+#include "vdma/memory/errors.h"
+#include "vdma/memory/guest_memory.h"
+
+namespace vdma::dma {
+
+// Maps a memory-module lookup error to the DMA error a caller acts on.
+inline Errc dma_error_for_lookup(std::error_code ec) {
+  return ec == memory::Errc::kOverflow ? Errc::kOverflow : Errc::kNotDmaable;
+}
+
+class DirectOps final : public DmaOps {
+ public:
+  // `coherent` must outlive the ops; coherent_dma is the pool's Gpa.
+  DirectOps(const memory::GuestMemory& memory, CoherentPool& coherent, DmaAddr coherent_dma)
+      : memory_(memory), coherent_(coherent), coherent_dma_(coherent_dma) {}
+
+  OpsKind kind() const override { return OpsKind::kDirect; }
+  std::uint64_t max_mapping_size() const override { return UINT64_MAX; }
+
+  Result<MappingRecord> map_record(void* cpu, std::uint64_t len, Direction dir) override {
+    if (len == 0) return Err(Errc::kZeroLength);
+    auto region = memory_.region_of(cpu, len);
+    if (!region) return Err(dma_error_for_lookup(region.error()));
+    const memory::GuestRegion* r = *region;
+    if (!r->shared()) return Err(Errc::kNotDmaable);
+    auto* p = static_cast<std::byte*>(cpu);
+    return MappingRecord{DmaAddr{r->gpa.value() + static_cast<std::uint64_t>(p - r->host)}, p, len,
+                         0, dir};
+  }
+  // Stateless: nothing to undo. (A double unmap of a record is therefore harmless here;
+  // the RAII Mapping still reports kNotMapped for it.)
+  Result<void> unmap_record(const MappingRecord&) override { return Ok(); }
+  Result<void> sync_record_for_cpu(const MappingRecord& m, std::uint64_t off,
+                                   std::uint64_t len) override {
+    VDMA_TRY(sync_range(m, off, len));
+    return Ok();
+  }
+  Result<void> sync_record_for_device(const MappingRecord& m, std::uint64_t off,
+                                      std::uint64_t len) override {
+    VDMA_TRY(sync_range(m, off, len));
+    return Ok();
+  }
+  Result<CoherentRecord> alloc_coherent_record(std::uint64_t len) override {
+    return coherent_.allocate(len, coherent_dma_);
+  }
+  Result<void> free_coherent_record(const CoherentRecord& c) override {
+    return coherent_.free(c, coherent_dma_);
+  }
+
+ private:
+  const memory::GuestMemory& memory_;
+  CoherentPool& coherent_;
+  DmaAddr coherent_dma_;
+};
+
+}  // namespace vdma::dma

@@ -14,6 +14,7 @@
 // on the concrete, `final` ops type, so the direct case inlines to almost nothing.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <utility>
 
@@ -152,5 +153,23 @@ class [[nodiscard]] CoherentBuffer {
 // Shared validation: [off, off + len) within a mapping of m.len bytes (len == UINT64_MAX
 // means "to the end"). Returns the clamped length.
 Result<std::uint64_t> sync_range(const MappingRecord& m, std::uint64_t off, std::uint64_t len);
+
+}  // namespace vdma::dma
+
+namespace vdma::dma {
+
+// What ring code needs from a DMA provider. Satisfied by DmaOps (virtual dispatch) and,
+// statically, by each `final` provider (DirectOps, BounceOps, IommuOps), so a virtqueue
+// templated on the concrete type inlines the calls.
+template <class O>
+concept DmaProvider = requires(O& o, void* p, std::uint64_t n, Direction d, const MappingRecord& r,
+                               const CoherentRecord& c) {
+  { o.map_record(p, n, d) } -> std::same_as<Result<MappingRecord>>;
+  { o.unmap_record(r) } -> std::same_as<Result<void>>;
+  { o.alloc_coherent_record(n) } -> std::same_as<Result<CoherentRecord>>;
+  { o.free_coherent_record(c) } -> std::same_as<Result<void>>;
+};
+
+static_assert(DmaProvider<DmaOps>);
 
 }  // namespace vdma::dma

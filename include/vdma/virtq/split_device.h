@@ -136,9 +136,9 @@ class SplitDeviceQueue {
   // buffers again: one may have arrived before the driver saw the change.
   void set_notifications(bool enabled) {
     if (cfg_.features.event_idx) {
-      if (enabled)
-        std::atomic_ref<std::uint16_t>(*avail_event())
-            .store(last_avail_, std::memory_order_relaxed);
+      // Enabled: kick me at the next entry. Disabled: an index just behind, never passed.
+      const auto event = static_cast<std::uint16_t>(enabled ? last_avail_ : last_avail_ - 1);
+      std::atomic_ref<std::uint16_t>(*avail_event()).store(event, std::memory_order_relaxed);
     } else {
       std::atomic_ref<std::uint16_t>(used_->flags)
           .store(enabled ? 0 : kUsedFNoNotify, std::memory_order_relaxed);

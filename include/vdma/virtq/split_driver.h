@@ -227,7 +227,11 @@ class SplitDriverQueue {
   // Callback (used-buffer notification) suppression, 2.7.7.
   void disable_callbacks() {
     callbacks_ = false;
-    if (!cfg_.features.event_idx) {
+    if (cfg_.features.event_idx) {
+      // An event index just behind us is never passed again (until 2^16 completions).
+      std::atomic_ref<std::uint16_t>(*used_event())
+          .store(static_cast<std::uint16_t>(last_used_ - 1), std::memory_order_relaxed);
+    } else {
       std::atomic_ref<std::uint16_t>(avail_->flags)
           .store(kAvailFNoInterrupt, std::memory_order_relaxed);
     }

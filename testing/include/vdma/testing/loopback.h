@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #include "vdma/dma/guest.h"
 #include "vdma/virtq/queue_concepts.h"
@@ -49,6 +50,19 @@ struct LoopbackConfig {
 // of bytes written.
 std::uint32_t echo_chain(const virtq::Chain& c);
 
+// Builds the device-side translator of type T for a guest (IOVAs through `iommu` when it
+// is non-null and T can use it).
+template <virtq::Translator T>
+T make_translator(const dma::Iommu* iommu, const memory::GuestMemory& m) {
+  if constexpr (std::is_constructible_v<T, const dma::Iommu*, const memory::GuestMemory&>) {
+    return T(iommu, m);
+  } else if constexpr (std::is_constructible_v<T, const dma::Iommu&, const memory::GuestMemory&>) {
+    return T(*iommu, m);
+  } else {
+    return T(m);
+  }
+}
+
 template <class Ring, class Ops = dma::DmaOps, virtq::Translator T = virtq::PlatformTranslator>
 class Loopback {
  public:
@@ -77,8 +91,8 @@ class Loopback {
     std::span<std::byte> arena;
     if (arena_bytes > 0) arena = {VDMA_TRY(lb->guest_->alloc_ram(arena_bytes)), arena_bytes};
     lb->driver_ = std::make_unique<DriverQ>(VDMA_TRY(DriverQ::Create(*lb->ops_, dcfg, arena)));
-    lb->translator_ = std::make_unique<T>(cfg.platform.iommu ? lb->guest_->iommu() : nullptr,
-                                          lb->guest_->memory());
+    lb->translator_ = std::make_unique<T>(make_translator<T>(
+        cfg.platform.iommu ? lb->guest_->iommu() : nullptr, lb->guest_->memory()));
     lb->device_ = std::make_unique<DeviceQ>(VDMA_TRY(DeviceQ::Create(
         *lb->translator_, {.rings = lb->driver_->addresses(), .features = dcfg.features})));
     return lb;

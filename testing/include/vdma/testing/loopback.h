@@ -35,6 +35,11 @@ struct SplitRing {
   static constexpr const char* kName = "split";
 };
 
+// Every ring layout, for code that instantiates per layout (typed tests, benchmarks).
+template <class... Rings>
+struct RingList {};
+using AllRings = RingList<SplitRing>;
+
 struct LoopbackConfig {
   dma::Platform platform = dma::kTraditional;
   std::uint32_t queue_size = 256;
@@ -79,10 +84,14 @@ class Loopback {
     if (cfg.indirect) lb->features_.set(kVirtioFRingIndirectDesc);
     if (cfg.event_idx) lb->features_.set(kVirtioFRingEventIdx);
     if (Ring::kPacked) lb->features_.set(kVirtioFRingPacked);
-    auto ops = VDMA_TRY(lb->guest_->make_ops(lb->features_));
-    // A concrete Ops type must be the one the policy picked for this platform.
-    if (dynamic_cast<Ops*>(ops.get()) == nullptr) return Err(dma::Errc::kInvalidOption);
-    lb->ops_ = std::unique_ptr<Ops>(static_cast<Ops*>(ops.release()));
+    if constexpr (std::is_base_of_v<dma::DmaOps, Ops>) {
+      auto ops = VDMA_TRY(lb->guest_->make_ops(lb->features_));
+      // A concrete Ops type must be the one the policy picked for this platform.
+      if (dynamic_cast<Ops*>(ops.get()) == nullptr) return Err(dma::Errc::kInvalidOption);
+      lb->ops_ = std::unique_ptr<Ops>(static_cast<Ops*>(ops.release()));
+    } else {
+      lb->ops_ = std::make_unique<Ops>(*lb->guest_);  // a baseline such as RawGpaOps
+    }
     virtq::DriverQueueConfig dcfg{.size = cfg.queue_size,
                                   .features = virtq::RingFeatures::From(lb->features_),
                                   .max_indirect = cfg.max_indirect,

@@ -7,6 +7,13 @@
 
 namespace vdma::testing {
 
-using RingFamilies = ::testing::Types<SplitRing>;
+template <class List>
+struct ToGtestTypes;
+template <class... Rings>
+struct ToGtestTypes<RingList<Rings...>> {
+  using type = ::testing::Types<Rings...>;
+};
+
+using RingFamilies = ToGtestTypes<AllRings>::type;
 
 }  // namespace vdma::testing

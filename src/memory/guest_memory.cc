@@ -14,7 +14,7 @@ Result<GuestRegion> GuestMemory::add(Gpa gpa, MemfdRegion region) {
   }
   owned_.push_back(std::make_unique<MemfdRegion>(std::move(region)));
   const MemfdRegion* m = owned_.back().get();
-  GuestRegion r{gpa, m->size(), m->host(), m};
+  GuestRegion r{gpa, m->size(), m->host(), m, m->kind() == RegionKind::kShared};
   auto by_gpa = [](const GuestRegion& a, const GuestRegion& b) { return a.gpa < b.gpa; };
   auto by_host = [](const GuestRegion& a, const GuestRegion& b) { return a.host < b.host; };
   by_gpa_.insert(std::upper_bound(by_gpa_.begin(), by_gpa_.end(), r, by_gpa), r);

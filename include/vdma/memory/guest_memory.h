@@ -31,9 +31,10 @@ struct GuestRegion {
   std::uint64_t size = 0;
   std::byte* host = nullptr;
   const MemfdRegion* backing = nullptr;
+  bool is_shared = false;  // backing->kind() == kShared, kept here for hot lookups
 
   Gpa end() const { return gpa + size; }
-  bool shared() const { return backing->kind() == RegionKind::kShared; }
+  bool shared() const { return is_shared; }
 };
 
 class GuestMemory {

@@ -42,11 +42,13 @@ class GuestMemoryTranslator {
   explicit GuestMemoryTranslator(const memory::GuestMemory& m) : memory_(&m) {}
   // Shared regions only: a private region is not part of what the device was given.
   Result<std::byte*> translate(DmaAddr a, std::uint64_t len, memory::Access) const {
-    auto s = memory_->translate(Gpa{a.value()}, len);
-    if (!s) return Err(translation_error(s.error()));
+    if (len == 0) return Err(Errc::kZeroLengthDesc);
+    if (!checked_end(a.value(), len)) return Err(Errc::kAddressOverflow);
     const memory::GuestRegion* r = memory_->region_at(Gpa{a.value()});
-    if (!r->shared()) return Err(Errc::kAddressNotMapped);
-    return s->data();
+    if (r == nullptr || !r->shared()) return Err(Errc::kAddressNotMapped);
+    const std::uint64_t off = a.value() - r->gpa.value();
+    if (len > r->size - off) return Err(Errc::kAddressNotMapped);  // runs past the region
+    return r->host + off;
   }
 
  private:

@@ -17,7 +17,7 @@ const char* describe(Errc e) {
     case Errc::kBroken:
       return "queue is broken";
     case Errc::kUsedIdOutOfRange:
-      return "device returned an out-of-range used id";
+      return "device returned a used id outside the queue";
     case Errc::kUsedIdNotOutstanding:
       return "device returned a buffer that is not outstanding";
     case Errc::kUsedLenTooLarge:
@@ -25,7 +25,7 @@ const char* describe(Errc e) {
     case Errc::kUsedIdxJump:
       return "used index moved by more than the buffers outstanding";
     case Errc::kAvailIdxJump:
-      return "avail index moved by more than the queue size";
+      return "driver made more buffers available than the queue holds";
     case Errc::kDescIndexOutOfRange:
       return "descriptor index out of range";
     case Errc::kDescLoop:

@@ -282,3 +282,13 @@ TYPED_TEST(RingTypedTest, PropertyRandomOperationsMatchModel) {
 
 }  // namespace
 }  // namespace vdma::virtq
+
+namespace vdma::virtq {
+namespace {
+// Both layouts meet the same two concepts, for any provider and translator.
+static_assert(DriverQueue<SplitDriverQueue<dma::DmaOps>>);
+static_assert(DriverQueue<PackedDriverQueue<dma::DmaOps>>);
+static_assert(DeviceQueue<SplitDeviceQueue<GuestMemoryTranslator>>);
+static_assert(DeviceQueue<PackedDeviceQueue<IommuTranslator>>);
+}  // namespace
+}  // namespace vdma::virtq

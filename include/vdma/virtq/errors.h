@@ -23,7 +23,7 @@ enum class Errc {
   kUsedLenTooLarge,       // written length above the writable bytes we mapped
   kUsedIdxJump,           // used index moved by more than the buffers outstanding
   // A hostile driver (seen by the device).
-  kAvailIdxJump,           // avail index moved by more than the queue size
+  kAvailIdxJump,           // more buffers made available than the queue holds
   kDescIndexOutOfRange,    // head or next index >= queue size (or table length)
   kDescLoop,               // a chain revisits a descriptor
   kChainTooLong,           // more descriptors than the queue (or table) holds

@@ -27,6 +27,7 @@
 
 #include "vdma/base/log.h"
 #include "vdma/base/result.h"
+#include "vdma/virtq/chain_builder.h"
 #include "vdma/virtq/errors.h"
 #include "vdma/virtq/split_layout.h"
 #include "vdma/virtq/translator.h"
@@ -189,21 +190,7 @@ class SplitDeviceQueue {
 
   // Adds one descriptor's buffer to the chain.
   Result<void> add_segment(const SplitDesc& d, Chain& out) {
-    if (d.len == 0) return Err(Errc::kZeroLengthDesc);
-    if (!checked_end(d.addr, d.len)) return Err(Errc::kAddressOverflow);
-    const bool writable = d.flags & kDescFWrite;
-    if (!writable && !out.writable.empty()) return Err(Errc::kReadableAfterWritable);
-    std::byte* host = VDMA_TRY(translator_->translate(
-        DmaAddr{d.addr}, d.len, writable ? memory::Access::kWrite : memory::Access::kRead));
-    if (writable) {
-      out.writable.push_back({host, d.len});
-      out.writable_bytes += d.len;
-    } else {
-      out.readable.push_back({host, d.len});
-      out.readable_bytes += d.len;
-    }
-    if (out.readable_bytes + out.writable_bytes > UINT32_MAX) return Err(Errc::kChainTooLarge);
-    return Ok();
+    return add_chain_segment(*translator_, d.addr, d.len, (d.flags & kDescFWrite) != 0, out);
   }
 
   // Walks `table` (n entries) from index `first`; at most n descriptors (2.7.5.3: a

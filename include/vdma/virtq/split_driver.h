@@ -90,6 +90,7 @@ class SplitDriverQueue {
       avail_idx_ = o.avail_idx_;
       published_idx_ = o.published_idx_;
       last_used_ = o.last_used_;
+      event_pending_ = o.event_pending_;
       callbacks_ = o.callbacks_;
       broken_ = o.broken_;
       reason_ = std::move(o.reason_);
@@ -187,8 +188,16 @@ class SplitDriverQueue {
     if (broken_) return Err(Errc::kBroken);
     // Acquire: pairs with the device's release store of used->idx, so the used entry
     // read below is the one it wrote.
-    const std::uint16_t used_idx =
+    std::uint16_t used_idx =
         std::atomic_ref<std::uint16_t>(used_->idx).load(std::memory_order_acquire);
+    if (used_idx == last_used_ && event_pending_) {
+      // Our used_event store must be visible before we conclude the ring is empty (and
+      // wait for an interrupt); pairs with the device's fence in publish_used(). Paid only
+      // when the ring looks empty, not per buffer.
+      event_pending_ = false;
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      used_idx = std::atomic_ref<std::uint16_t>(used_->idx).load(std::memory_order_acquire);
+    }
     if (used_idx == last_used_) return std::optional<UsedBuffer>{};
     const auto outstanding = static_cast<std::uint16_t>(published_idx_ - last_used_);
     if (static_cast<std::uint16_t>(used_idx - last_used_) > outstanding) {
@@ -219,6 +228,7 @@ class SplitDriverQueue {
     if (cfg_.features.event_idx && callbacks_) {
       // Ask for an interrupt at the next used entry.
       std::atomic_ref<std::uint16_t>(*used_event()).store(last_used_, std::memory_order_relaxed);
+      event_pending_ = true;
     }
     ++stats_.completed;
     return std::optional<UsedBuffer>(UsedBuffer{token, len});
@@ -260,6 +270,12 @@ class SplitDriverQueue {
       recycle(static_cast<std::uint16_t>(id));
     }
     reset_ring_state();
+    // The reset ring keeps the caller's callback choice.
+    if (callbacks_) {
+      enable_callbacks();
+    } else {
+      disable_callbacks();
+    }
     return tokens;
   }
 
@@ -432,6 +448,7 @@ class SplitDriverQueue {
   std::uint16_t published_idx_ = 0;  // last value stored to avail->idx
   std::uint16_t last_used_ = 0;
   bool callbacks_ = true;
+  bool event_pending_ = false;  // used_event moved since the last full fence
   bool broken_ = false;
   std::string reason_;
   QueueStats stats_;

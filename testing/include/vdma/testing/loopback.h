@@ -18,6 +18,8 @@
 #include <type_traits>
 
 #include "vdma/dma/guest.h"
+#include "vdma/virtq/packed_device.h"
+#include "vdma/virtq/packed_driver.h"
 #include "vdma/virtq/queue_concepts.h"
 #include "vdma/virtq/split_device.h"
 #include "vdma/virtq/split_driver.h"
@@ -34,11 +36,19 @@ struct SplitRing {
   static constexpr bool kPacked = false;
   static constexpr const char* kName = "split";
 };
+struct PackedRing {
+  template <class Ops>
+  using Driver = virtq::PackedDriverQueue<Ops>;
+  template <class T>
+  using Device = virtq::PackedDeviceQueue<T>;
+  static constexpr bool kPacked = true;
+  static constexpr const char* kName = "packed";
+};
 
 // Every ring layout, for code that instantiates per layout (typed tests, benchmarks).
 template <class... Rings>
 struct RingList {};
-using AllRings = RingList<SplitRing>;
+using AllRings = RingList<SplitRing, PackedRing>;
 
 struct LoopbackConfig {
   dma::Platform platform = dma::kTraditional;

@@ -22,29 +22,42 @@ SlotRun cookie_run(std::uint64_t cookie) {
 
 }  // namespace
 
-Result<std::unique_ptr<BounceOps>> BounceOps::Create(const BounceOptions& opts,
-                                                     std::span<std::byte> pool, DmaAddr pool_dma,
-                                                     CoherentPool& coherent, DmaAddr coherent_dma,
-                                                     OpsKind kind) {
-  if (!valid_mask(opts.min_align_mask) || pool_dma.value() % kBaseAlign != 0 ||
+Result<std::shared_ptr<BounceRegion>> BounceRegion::Create(const BounceOptions& opts,
+                                                           std::span<std::byte> pool) {
+  if (!valid_mask(opts.min_align_mask)) return Err(Errc::kInvalidOption);
+  auto slots = VDMA_TRY(BouncePool::Create(pool.size(), opts.areas));
+  return std::shared_ptr<BounceRegion>(new BounceRegion(opts, std::move(slots), pool));
+}
+
+Result<std::unique_ptr<BounceOps>> BounceOps::Create(std::shared_ptr<BounceRegion> region,
+                                                     DmaAddr pool_dma, CoherentPool& coherent,
+                                                     DmaAddr coherent_dma, OpsKind kind) {
+  if (region == nullptr || pool_dma.value() % kBaseAlign != 0 ||
       coherent_dma.value() % kPage != 0 ||
       (kind != OpsKind::kBounce && kind != OpsKind::kBounceViaIommu)) {
     return Err(Errc::kInvalidOption);
   }
-  auto slots = VDMA_TRY(BouncePool::Create(pool.size(), opts.areas));
   return std::unique_ptr<BounceOps>(
-      new BounceOps(opts, std::move(slots), pool, pool_dma, coherent, coherent_dma, kind));
+      new BounceOps(std::move(region), pool_dma, coherent, coherent_dma, kind));
 }
 
-BounceOps::BounceOps(const BounceOptions& opts, std::unique_ptr<BouncePool> pool,
-                     std::span<std::byte> host, DmaAddr dma, CoherentPool& coherent,
+Result<std::unique_ptr<BounceOps>> BounceOps::Create(const BounceOptions& opts,
+                                                     std::span<std::byte> pool, DmaAddr pool_dma,
+                                                     CoherentPool& coherent, DmaAddr coherent_dma,
+                                                     OpsKind kind) {
+  auto region = VDMA_TRY(BounceRegion::Create(opts, pool));
+  return Create(std::move(region), pool_dma, coherent, coherent_dma, kind);
+}
+
+BounceOps::BounceOps(std::shared_ptr<BounceRegion> region, DmaAddr dma, CoherentPool& coherent,
                      DmaAddr coherent_dma, OpsKind kind)
-    : opts_(opts),
+    : region_(std::move(region)),
+      opts_(region_->opts_),
       kind_(kind),
-      pool_(std::move(pool)),
-      pool_host_(host),
+      pool_(region_->slots_.get()),
+      pool_host_(region_->host_),
       pool_dma_(dma),
-      owners_(new SlotOwner[pool_->total_slots()]),
+      owners_(region_->owners_.get()),
       coherent_(coherent),
       coherent_dma_(coherent_dma) {}
 
@@ -76,8 +89,8 @@ Result<MappingRecord> BounceOps::map_record(void* cpu, std::uint64_t len, Direct
   std::byte* bounce = pool_host_.data() + run.index * kSlotSize + offset;
   std::memcpy(bounce, cpu, len);  // every direction: see the header
   pool_->add_bytes_bounced(run.index, len);
-  SlotOwner& owner = owners_[run.index];
-  owner.len.store(len, std::memory_order_relaxed);
+  BounceRegion::SlotOwner& owner = owners_[run.index];
+  owner.meta.store(owner_meta(len, dir), std::memory_order_relaxed);
   // Publishes len with the owner; pairs with the acquire in unmap/sync.
   owner.cpu.store(static_cast<std::byte*>(cpu), std::memory_order_release);
   return MappingRecord{pool_dma_ + (run.index * kSlotSize + offset), static_cast<std::byte*>(cpu),
@@ -89,15 +102,25 @@ std::byte* BounceOps::slot_bytes(const MappingRecord& m) const {
 }
 
 Result<void> BounceOps::validate_live(const MappingRecord& m) const {
-  SlotRun run = cookie_run(m.cookie);
-  if (run.index >= pool_->total_slots() || m.addr < pool_dma_ ||
-      (m.addr - pool_dma_) / kSlotSize != run.index) {
+  const SlotRun run = cookie_run(m.cookie);
+  if (run.index >= pool_->total_slots()) return Err(Errc::kUnknownMapping);
+  // The record must be exactly what map() derived from (cpu, len): the in-slot offset
+  // and the run length decide which bytes are copied and which slots freed.
+  const std::uint64_t offset =
+      reinterpret_cast<std::uintptr_t>(m.cpu) & opts_.min_align_mask & (kSlotSize - 1);
+  const auto slots = static_cast<std::uint32_t>((offset + m.len + kSlotSize - 1) / kSlotSize);
+  if (m.len == 0 || m.len > max_mapping_size() ||
+      m.addr != pool_dma_ + (std::uint64_t{run.index} * kSlotSize + offset) ||
+      m.cookie != make_cookie(SlotRun{run.index, slots})) {
     return Err(Errc::kUnknownMapping);
   }
+  // And it must be the live owner of that run.
   std::byte* owner = owners_[run.index].cpu.load(std::memory_order_acquire);
   if (owner == nullptr) return Err(Errc::kNotMapped);
-  if (owner != m.cpu || owners_[run.index].len.load(std::memory_order_relaxed) != m.len)
+  if (owner != m.cpu ||
+      owners_[run.index].meta.load(std::memory_order_relaxed) != owner_meta(m.len, m.dir)) {
     return Err(Errc::kUnknownMapping);
+  }
   return Ok();
 }
 
@@ -114,9 +137,7 @@ Result<void> BounceOps::unmap_record(const MappingRecord& m) {
     std::memcpy(m.cpu, slot_bytes(m), m.len);
     pool_->add_bytes_bounced(run.index, m.len);
   }
-  const std::uint64_t offset = (m.addr - pool_dma_) % kSlotSize;
-  pool_->free(
-      SlotRun{run.index, static_cast<std::uint32_t>((offset + m.len + kSlotSize - 1) / kSlotSize)});
+  pool_->free(run);  // validated: exactly the run map() allocated
   return Ok();
 }
 

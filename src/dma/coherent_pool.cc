@@ -26,6 +26,15 @@ Result<CoherentRecord> CoherentPool::allocate(std::uint64_t len, DmaAddr dma_bas
   return CoherentRecord{dma_base + *off, cpu, len, *off};
 }
 
+Result<void> CoherentPool::check(const CoherentRecord& c, DmaAddr dma_base) const {
+  if (c.cookie >= host_.size() || c.cpu != host_.data() + c.cookie ||
+      c.addr != dma_base + c.cookie || c.len == 0) {
+    return Err(Errc::kUnknownMapping);
+  }
+  if (!alloc_.is_allocated(c.cookie, rounded(c.len))) return Err(Errc::kNotMapped);
+  return Ok();
+}
+
 Result<void> CoherentPool::free(const CoherentRecord& c, DmaAddr dma_base) {
   if (c.cookie >= host_.size() || c.cpu != host_.data() + c.cookie ||
       c.addr != dma_base + c.cookie || c.len == 0) {

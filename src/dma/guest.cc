@@ -85,7 +85,8 @@ Result<std::unique_ptr<DmaOps>> Guest::make_ops_of_kind(OpsKind kind) {
       DmaAddr pool_dma{via ? bounce_iova_->value() : bounce_->gpa.value()};
       DmaAddr coh_dma{via ? coherent_iova_->value() : coherent_.gpa.value()};
       std::span<std::byte> pool{bounce_->host, static_cast<std::size_t>(bounce_->size)};
-      auto ops = VDMA_TRY(BounceOps::Create(cfg_.bounce, pool, pool_dma, coh, coh_dma, kind));
+      if (!bounce_region_) bounce_region_ = VDMA_TRY(BounceRegion::Create(cfg_.bounce, pool));
+      auto ops = VDMA_TRY(BounceOps::Create(bounce_region_, pool_dma, coh, coh_dma, kind));
       return std::unique_ptr<DmaOps>(std::move(ops));
     }
   }

@@ -28,6 +28,7 @@ Iommu::Iommu(const IommuOptions& opts) : iovas_(opts.base.value(), opts.size) {}
 Result<Iova> Iommu::map(Gpa gpa, std::uint64_t len, memory::Access perm, std::uint64_t iova_align) {
   if (len == 0) return Err(Errc::kZeroLength);
   if (iova_align < kPage || (iova_align & (iova_align - 1)) != 0) return Err(Errc::kInvalidOption);
+  if (perm == memory::Access::kNone) return Err(Errc::kInvalidOption);
   auto pages = pages_covering(gpa.value(), len);
   if (!pages) return Err(Errc::kOverflow);
   auto iova = iovas_.allocate(pages->size, iova_align);

@@ -1,6 +1,7 @@
 #include "vdma/dma/iommu_ops.h"
 
 #include "vdma/dma/direct_ops.h"
+#include "vdma/memory/errors.h"
 
 namespace vdma::dma {
 
@@ -22,10 +23,16 @@ Result<MappingRecord> IommuOps::map_record(void* cpu, std::uint64_t len, Directi
 }
 
 Result<void> IommuOps::check_live(const MappingRecord& m) const {
-  // The IOMMU's own table (never device memory) says whether the record is live.
+  // The IOMMU's own table (never device memory) says whether the record is live: a miss
+  // means unmapped; a live entry that disagrees with the record means a forged record.
   auto t = iommu_.translate(Iova{m.addr.value()}, m.len, device_access(m.dir));
-  if (!t) return Err(Errc::kNotMapped);
-  if (t->target != m.cookie) return Err(Errc::kUnknownMapping);
+  if (!t) {
+    return Err(t.error() == memory::Errc::kIotlbMiss ? Errc::kNotMapped : Errc::kUnknownMapping);
+  }
+  auto gpa = memory_.gpa_of(m.cpu, m.len);
+  if (t->target != m.cookie || !gpa || gpa->value() != m.cookie) {
+    return Err(Errc::kUnknownMapping);
+  }
   return Ok();
 }
 
@@ -66,9 +73,13 @@ Result<void> IommuOps::free_coherent_record(const CoherentRecord& c) {
   auto t = iommu_.translate(Iova{c.addr.value()}, c.len, memory::Access::kReadWrite);
   if (!t) return Err(Errc::kNotMapped);
   if (t->target != coherent_gpa_.value() + c.cookie) return Err(Errc::kUnknownMapping);
-  VDMA_TRY(iommu_.unmap(Iova{c.addr.value()}, c.len));
   const DmaAddr gpa_base{coherent_gpa_.value()};
-  return coherent_.free(CoherentRecord{gpa_base + c.cookie, c.cpu, c.len, c.cookie}, gpa_base);
+  const CoherentRecord pool_rec{gpa_base + c.cookie, c.cpu, c.len, c.cookie};
+  // Validate against the pool before tearing down the IOMMU mapping, so a bad record
+  // changes nothing.
+  VDMA_TRY(coherent_.check(pool_rec, gpa_base));
+  VDMA_TRY(iommu_.unmap(Iova{c.addr.value()}, c.len));
+  return coherent_.free(pool_rec, gpa_base);
 }
 
 }  // namespace vdma::dma

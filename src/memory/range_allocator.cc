@@ -58,6 +58,12 @@ Result<void> RangeAllocator::free(std::uint64_t addr, std::uint64_t size) {
   return Ok();
 }
 
+bool RangeAllocator::is_allocated(std::uint64_t addr, std::uint64_t size) const {
+  std::lock_guard lock(mu_);
+  auto u = used_.find(addr);
+  return u != used_.end() && u->second == size;
+}
+
 std::uint64_t RangeAllocator::bytes_free() const {
   std::lock_guard lock(mu_);
   return bytes_free_;

@@ -34,10 +34,45 @@ struct BounceOptions {
   std::uint64_t min_align_mask = 0;  // low-bit mask (2^k - 1), < 64 KiB
 };
 
+// The state of one bounce region: its slot allocator and who owns each run. Every
+// BounceOps over the same region must share one (a guest with several devices has one
+// swiotlb pool, not one per device: two allocators over one region would hand out the
+// same slots).
+class BounceRegion {
+ public:
+  // pool: the shared region's bytes (its size is the pool size). Errors: kInvalidOption.
+  static Result<std::shared_ptr<BounceRegion>> Create(const BounceOptions& opts,
+                                                      std::span<std::byte> pool);
+  BouncePoolStats stats() const { return slots_->stats(); }
+
+ private:
+  friend class BounceOps;
+  struct SlotOwner {
+    std::atomic<std::byte*> cpu{nullptr};  // the caller's buffer; null = not a live head
+    std::atomic<std::uint64_t> meta{0};    // len | direction << 32; stored before cpu
+  };
+  BounceRegion(const BounceOptions& opts, std::unique_ptr<BouncePool> slots,
+               std::span<std::byte> host)
+      : opts_(opts),
+        slots_(std::move(slots)),
+        host_(host),
+        owners_(new SlotOwner[slots_->total_slots()]) {}
+
+  const BounceOptions opts_;
+  std::unique_ptr<BouncePool> slots_;
+  std::span<std::byte> host_;
+  std::unique_ptr<SlotOwner[]> owners_;
+};
+
 class BounceOps final : public DmaOps {
  public:
-  // pool: the shared bounce region (its size is the pool size); its dma base must be
-  // 64 KiB aligned. `coherent` must outlive the ops. Errors: kInvalidOption.
+  // A view of `region` at DMA address pool_dma (its Gpa, or an IOVA), 64 KiB aligned.
+  // `coherent` must outlive the ops. Errors: kInvalidOption.
+  static Result<std::unique_ptr<BounceOps>> Create(std::shared_ptr<BounceRegion> region,
+                                                   DmaAddr pool_dma, CoherentPool& coherent,
+                                                   DmaAddr coherent_dma,
+                                                   OpsKind kind = OpsKind::kBounce);
+  // The same over a region of its own.
   static Result<std::unique_ptr<BounceOps>> Create(const BounceOptions& opts,
                                                    std::span<std::byte> pool, DmaAddr pool_dma,
                                                    CoherentPool& coherent, DmaAddr coherent_dma,
@@ -55,28 +90,29 @@ class BounceOps final : public DmaOps {
   Result<CoherentRecord> alloc_coherent_record(std::uint64_t len) override;
   Result<void> free_coherent_record(const CoherentRecord& c) override;
 
+  // Statistics of the whole region (shared with other views).
   BouncePoolStats stats() const { return pool_->stats(); }
   std::span<std::byte> pool_bytes() const { return pool_host_; }
   DmaAddr pool_dma_base() const { return pool_dma_; }
 
  private:
-  struct SlotOwner {
-    std::atomic<std::byte*> cpu{nullptr};  // the caller's buffer; null = not a live head
-    std::atomic<std::uint64_t> len{0};     // stored before cpu is published
-  };
-  BounceOps(const BounceOptions& opts, std::unique_ptr<BouncePool> pool, std::span<std::byte> host,
-            DmaAddr dma, CoherentPool& coherent, DmaAddr coherent_dma, OpsKind kind);
+  static std::uint64_t owner_meta(std::uint64_t len, Direction dir) {
+    return len | (static_cast<std::uint64_t>(dir) << 32);
+  }
+  BounceOps(std::shared_ptr<BounceRegion> region, DmaAddr dma, CoherentPool& coherent,
+            DmaAddr coherent_dma, OpsKind kind);
   // The bounce bytes of a validated record.
   std::byte* slot_bytes(const MappingRecord& m) const;
   // Checks that m is a live mapping of these ops.
   Result<void> validate_live(const MappingRecord& m) const;
 
-  const BounceOptions opts_;
+  std::shared_ptr<BounceRegion> region_;
+  const BounceOptions& opts_;  // region_->opts_
   const OpsKind kind_;
-  std::unique_ptr<BouncePool> pool_;
+  BouncePool* pool_;  // region_->slots_
   std::span<std::byte> pool_host_;
   DmaAddr pool_dma_;
-  std::unique_ptr<SlotOwner[]> owners_;
+  BounceRegion::SlotOwner* owners_;  // region_->owners_
   CoherentPool& coherent_;
   DmaAddr coherent_dma_;
 };

@@ -28,6 +28,8 @@ class CoherentPool {
   Result<CoherentRecord> allocate(std::uint64_t len, DmaAddr dma_base);
   // Errors: kUnknownMapping (not from this pool at this base), kNotMapped (already freed).
   Result<void> free(const CoherentRecord& c, DmaAddr dma_base);
+  // What free() would say, without freeing.
+  Result<void> check(const CoherentRecord& c, DmaAddr dma_base) const;
 
   std::span<std::byte> host() const { return host_; }
   std::uint64_t bytes_free() const { return alloc_.bytes_free(); }

@@ -71,6 +71,7 @@ class Guest {
   std::optional<memory::GuestRegion> bounce_;
   std::unique_ptr<memory::RangeAllocator> ram_alloc_;
   std::unique_ptr<CoherentPool> coherent_pool_;
+  std::shared_ptr<BounceRegion> bounce_region_;  // one swiotlb pool for every device
   // Restricted + IOMMU: the pools are mapped once, read-write, at these IOVAs.
   std::optional<Iova> bounce_iova_;
   std::optional<Iova> coherent_iova_;

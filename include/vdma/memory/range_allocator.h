@@ -26,6 +26,9 @@ class RangeAllocator {
   // Errors: kBadFree if [addr, addr + size) is not exactly one live allocation.
   Result<void> free(std::uint64_t addr, std::uint64_t size);
 
+  // True if [addr, addr + size) is exactly one live allocation.
+  bool is_allocated(std::uint64_t addr, std::uint64_t size) const;
+
   std::uint64_t base() const { return base_; }
   std::uint64_t capacity() const { return size_; }
   std::uint64_t bytes_free() const;

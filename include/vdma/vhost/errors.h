@@ -1,0 +1,94 @@
+// Errors of the vhost-user message layer (codec and channel).
+//
+// Every rule the peer can break has its own variant, so a test, a log line or a reply can
+// say exactly what the other side sent. Operating-system failures on the socket (EPIPE,
+// ECONNRESET, ...) are reported with std::system_category and the errno value instead.
+//
+//   auto msg = channel.receive();
+//   if (!msg && should_close_connection(msg.error())) return drop_connection(msg.error());
+#pragma once
+
+#include <system_error>
+
+#include "vdma/base/error.h"
+
+namespace vdma::vhost {
+
+enum class Errc {
+  // ---- Framing: the byte stream (or the peer) can no longer be trusted. ----
+
+  // Fewer than the 12 bytes of a message header were given to the parser.
+  kShortHeader = 1,
+  // The version bits (flags & 0x3) are not 0x1, the only version the spec defines.
+  kBadVersion,
+  // The header's size field is above kMaxPayloadSize; the payload was not read.
+  kPayloadTooLarge,
+  // The message ended early: the peer closed mid-header or mid-payload, or fewer payload
+  // bytes were given to the decoder than the header announces.
+  kTruncated,
+  // The peer closed the connection cleanly, between two messages.
+  kPeerClosed,
+  // More than 8 file descriptors came with one message (ancillary data was truncated);
+  // every descriptor that did arrive has been closed.
+  kTooManyFds,
+  // File descriptors arrived with payload bytes rather than with the header.
+  kMisplacedFds,
+  // A reply answers a different request than the one awaited.
+  kReplyMismatch,
+  // A message read as a reply does not carry the reply flag (bit 2).
+  kMissingReplyFlag,
+
+  // ---- One message is malformed; it was consumed whole and can be rejected alone. ----
+
+  // Flag bits the spec does not define (bits 4..31), or need_reply set on a reply.
+  kBadFlags,
+  // A request (front-end or back-end channel) carries the reply flag.
+  kReplyFlagOnRequest,
+  // The request number is not one the spec defines for this channel.
+  kUnknownRequest,
+  // The payload size is not what the request requires, or disagrees with the size its
+  // own fields imply (memory table, config space), or with the header's size field.
+  kSizeMismatch,
+  // The number of file descriptors is not what the request (and its payload) requires.
+  kFdCountMismatch,
+  // A memory table announces more than VHOST_MEMORY_BASELINE_NREGIONS (8) regions.
+  kTooManyRegions,
+  // A memory region of size zero.
+  kZeroSizeRegion,
+  // A memory region whose guest address, user address or mmap offset plus size wraps
+  // (or whose mmap offset plus size does not fit an off_t).
+  kRegionOverflow,
+  // Two regions of one memory table overlap in guest-address space.
+  kRegionOverlap,
+  // An IOTLB message type that is not valid in this direction (front end: update and
+  // invalidate; back end: miss and access fail).
+  kBadIotlbType,
+  // IOTLB permissions outside read / write / read-write where an access is required.
+  kBadIotlbPerm,
+  // An IOTLB range that is empty or whose iova (or user address) plus size wraps.
+  kIotlbOverflow,
+  // A config-space access with offset + size above 256 bytes.
+  kConfigOutOfRange,
+  // A field holds a value the spec forbids: reserved bits set, a reserved field not zero,
+  // an endianness, enable flag, config flag or migration phase out of range.
+  kInvalidField,
+};
+
+const char* describe(Errc e);
+const std::error_category& vhost_category();
+inline std::error_code make_error_code(Errc e) {
+  return {static_cast<int>(e), vhost_category()};
+}
+
+// True when, after this error, the connection must be closed: the byte stream is out of
+// step or lost data (framing errors, truncated ancillary data), the peer is gone, a reply
+// does not match its request (the spec: a front end receiving a wrong reply closes the
+// connection), or the socket itself failed (any non-vhost error, e.g. errno codes).
+// False when one complete message was malformed: it has been consumed (its descriptors
+// closed), the caller can reject it (a non-zero REPLY_ACK when need_reply was set) and
+// keep serving — or still decide to close, as its policy dictates.
+bool should_close_connection(std::error_code ec);
+
+}  // namespace vdma::vhost
+
+VDMA_ERROR_ENUM(vdma::vhost::Errc)

@@ -18,6 +18,24 @@
 
 namespace vdma::testing {
 
+// Spin briefly, then give the core away: on a loaded machine the peer thread may be
+// waiting for this very core, and pure spinning would stall both for a whole time slice.
+class Backoff {
+ public:
+  void idle() {
+    if (++spins_ < 256) {
+      __builtin_ia32_pause();
+    } else {
+      spins_ = 0;
+      std::this_thread::yield();
+    }
+  }
+  void progress() { spins_ = 0; }
+
+ private:
+  unsigned spins_ = 0;
+};
+
 struct ThreadedEchoConfig {
   std::uint64_t buffers = 100000;
   std::uint32_t batch = 32;
@@ -62,6 +80,7 @@ ThreadedEchoResult run_threaded_echo(LB& lb, const ThreadedEchoConfig& cfg) {
   std::string device_error;
   std::thread device([&] {
     virtq::Chain c;
+    Backoff backoff;
     auto& dev = lb.device();
     while (!stop.load(std::memory_order_relaxed)) {
       std::uint32_t served = 0;
@@ -79,14 +98,17 @@ ThreadedEchoResult run_threaded_echo(LB& lb, const ThreadedEchoConfig& cfg) {
           return;
         }
       }
-      if (served > 0)
+      if (served > 0) {
         dev.publish_used();
-      else
-        __builtin_ia32_pause();
+        backoff.progress();
+      } else {
+        backoff.idle();
+      }
     }
   });
 
   std::vector<std::uint64_t> seed(slots);
+  Backoff backoff;
   std::uint64_t issued = 0;
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + cfg.timeout;
@@ -134,7 +156,9 @@ ThreadedEchoResult run_threaded_echo(LB& lb, const ThreadedEchoConfig& cfg) {
         res.error = "timeout";
         break;
       }
-      __builtin_ia32_pause();
+      backoff.idle();
+    } else {
+      backoff.progress();
     }
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -40,7 +40,7 @@ enum class Errc {
 
   // ---- One message is malformed; it was consumed whole and can be rejected alone. ----
 
-  // Flag bits the spec does not define (bits 4..31), or need_reply set on a reply.
+  // Flag bits the spec does not define (bits 4..31).
   kBadFlags,
   // A request (front-end or back-end channel) carries the reply flag.
   kReplyFlagOnRequest,
@@ -69,8 +69,9 @@ enum class Errc {
   kIotlbOverflow,
   // A config-space access with offset + size above 256 bytes.
   kConfigOutOfRange,
-  // A field holds a value the spec forbids: reserved bits set, a reserved field not zero,
-  // an endianness, enable flag, config flag or migration phase out of range.
+  // A field holds a value the spec forbids: undefined bits in a vring u64 or in the vring
+  // address flags, an endianness, enable flag, config flag, transfer direction or
+  // migration phase out of range. (Reserved `num` fields are ignored, not checked.)
   kInvalidField,
 };
 

@@ -204,8 +204,8 @@ struct ReplyOptions {
 // status. The caller checks what only it knows (e.g. that a GET_CONFIG reply has the size
 // it asked for).
 Result<DecodedReply> decode_reply(FrontendRequest sent, const Header& header,
-                                  std::span<const std::uint8_t> payload,
-                                  std::vector<UniqueFd> fds, ReplyOptions options = {});
+                                  std::span<const std::uint8_t> payload, std::vector<UniqueFd> fds,
+                                  ReplyOptions options = {});
 Result<DecodedReply> decode_reply(FrontendRequest sent, Message&& m, ReplyOptions options = {});
 
 // The front end's reply to the back-end request `sent`: a u64 ack, or for

@@ -128,9 +128,9 @@ inline constexpr std::size_t kHeaderSize = 12;
 static_assert(sizeof(Header) == kHeaderSize);
 static_assert(offsetof(Header, flags) == 4 && offsetof(Header, size) == 8);
 
-inline constexpr std::uint32_t kVersionMask = 0x3;  // flags bits 0..1
-inline constexpr std::uint32_t kVersion1 = 0x1;     // the only version
-inline constexpr std::uint32_t kFlagReply = 0x4;    // bit 2: set on every reply
+inline constexpr std::uint32_t kVersionMask = 0x3;    // flags bits 0..1
+inline constexpr std::uint32_t kVersion1 = 0x1;       // the only version
+inline constexpr std::uint32_t kFlagReply = 0x4;      // bit 2: set on every reply
 inline constexpr std::uint32_t kFlagNeedReply = 0x8;  // bit 3: REPLY_ACK requested
 inline constexpr std::uint32_t kDefinedFlags = kVersionMask | kFlagReply | kFlagNeedReply;
 
@@ -217,7 +217,8 @@ struct SingleMemoryRegion {
 };
 static_assert(sizeof(SingleMemoryRegion) == 40 && offsetof(SingleMemoryRegion, region) == 8);
 
-// Log description: SET_LOG_BASE (with the log's shared-memory fd).
+// Log description: SET_LOG_BASE (with the log's shared-memory fd). The spec's request
+// list says "u64", but this 16-byte description is what peers send and expect.
 struct LogDescription {
   std::uint64_t mmap_size = 0;
   std::uint64_t mmap_offset = 0;
@@ -265,7 +266,7 @@ struct ConfigHeader {
 };
 static_assert(sizeof(ConfigHeader) == 12);
 static_assert(offsetof(ConfigHeader, size) == 4 && offsetof(ConfigHeader, flags) == 8);
-inline constexpr std::uint32_t kMaxConfigSize = 256;  // VHOST_USER_MAX_CONFIG_SIZE
+inline constexpr std::uint32_t kMaxConfigSize = 256;      // VHOST_USER_MAX_CONFIG_SIZE
 inline constexpr std::uint32_t kConfigFlagFrontend = 0;   // a write of writable fields
 inline constexpr std::uint32_t kConfigFlagMigration = 1;  // live migration restores all
 
@@ -306,8 +307,7 @@ static_assert(sizeof(Uuid) == 16);
 struct DeviceStateParams {
   std::uint32_t direction = 0;  // kTransferSave or kTransferLoad
   std::uint32_t phase = 0;      // kPhaseStopped (the only phase defined)
-  friend constexpr bool operator==(const DeviceStateParams&,
-                                   const DeviceStateParams&) = default;
+  friend constexpr bool operator==(const DeviceStateParams&, const DeviceStateParams&) = default;
 };
 static_assert(sizeof(DeviceStateParams) == 8 && offsetof(DeviceStateParams, phase) == 4);
 inline constexpr std::uint32_t kTransferSave = 0;

@@ -98,7 +98,7 @@ Result<void> Iommu::notify_update(const memory::IotlbEntry& e) {
   std::vector<IotlbListener*> ls;
   {
     std::lock_guard lock(mu_);
-    ls = listeners_;
+    if (!listeners_.empty()) ls = listeners_;  // no allocation when nobody listens
   }
   updates_.fetch_add(1, std::memory_order_relaxed);
   for (IotlbListener* l : ls) VDMA_TRY(l->iotlb_update(e));
@@ -109,7 +109,7 @@ Result<void> Iommu::notify_invalidate(Iova iova, std::uint64_t size) {
   std::vector<IotlbListener*> ls;
   {
     std::lock_guard lock(mu_);
-    ls = listeners_;
+    if (!listeners_.empty()) ls = listeners_;  // no allocation when nobody listens
   }
   invalidations_.fetch_add(1, std::memory_order_relaxed);
   std::error_code first;

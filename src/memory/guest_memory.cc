@@ -16,19 +16,8 @@ Result<GuestRegion> GuestMemory::add(Gpa gpa, MemfdRegion region) {
   const MemfdRegion* m = owned_.back().get();
   GuestRegion r{gpa, m->size(), m->host(), m, m->kind() == RegionKind::kShared};
   auto by_gpa = [](const GuestRegion& a, const GuestRegion& b) { return a.gpa < b.gpa; };
-  auto by_host = [](const GuestRegion& a, const GuestRegion& b) { return a.host < b.host; };
   by_gpa_.insert(std::upper_bound(by_gpa_.begin(), by_gpa_.end(), r, by_gpa), r);
-  by_host_.insert(std::upper_bound(by_host_.begin(), by_host_.end(), r, by_host), r);
   return r;
-}
-
-const GuestRegion* GuestMemory::region_at(Gpa gpa) const {
-  // First region whose start is > gpa; the one before it is the candidate.
-  auto it = std::upper_bound(by_gpa_.begin(), by_gpa_.end(), gpa,
-                             [](Gpa g, const GuestRegion& r) { return g < r.gpa; });
-  if (it == by_gpa_.begin()) return nullptr;
-  --it;
-  return gpa.value() - it->gpa.value() < it->size ? &*it : nullptr;
 }
 
 Result<std::span<std::byte>> GuestMemory::translate(Gpa gpa, std::uint64_t len) const {
@@ -46,16 +35,11 @@ Result<const GuestRegion*> GuestMemory::region_of(const void* host, std::uint64_
   if (len == 0) return Err(Errc::kZeroLength);
   auto addr = reinterpret_cast<std::uintptr_t>(host);
   if (!checked_end(addr, len)) return Err(Errc::kOverflow);
-  auto it = std::upper_bound(by_host_.begin(), by_host_.end(), addr,
-                             [](std::uintptr_t a, const GuestRegion& r) {
-                               return a < reinterpret_cast<std::uintptr_t>(r.host);
-                             });
-  if (it == by_host_.begin()) return Err(Errc::kOutOfRange);
-  --it;
-  std::uint64_t off = addr - reinterpret_cast<std::uintptr_t>(it->host);
-  if (off >= it->size) return Err(Errc::kOutOfRange);
-  if (len > it->size - off) return Err(Errc::kStraddlesRegion);
-  return &*it;
+  const GuestRegion* r = region_holding(host);
+  if (r == nullptr) return Err(Errc::kOutOfRange);
+  const std::uint64_t off = addr - reinterpret_cast<std::uintptr_t>(r->host);
+  if (len > r->size - off) return Err(Errc::kStraddlesRegion);
+  return r;
 }
 
 Result<Gpa> GuestMemory::gpa_of(const void* host, std::uint64_t len) const {

@@ -33,11 +33,13 @@ class DirectOps final : public DmaOps {
 
   Result<MappingRecord> map_record(void* cpu, std::uint64_t len, Direction dir) override {
     if (len == 0) return Err(Errc::kZeroLength);
-    auto region = memory_.region_of(cpu, len);
-    if (!region) return Err(dma_error_for_lookup(region.error()));
-    const memory::GuestRegion* r = *region;
-    if (!r->shared()) return Err(Errc::kNotDmaable);
     auto* p = static_cast<std::byte*>(cpu);
+    const memory::GuestRegion* r = memory_.region_holding(p);
+    if (r == nullptr || !r->shared() || len > r->size - static_cast<std::uint64_t>(p - r->host)) {
+      // Slow path only to name the error (overflow vs not DMA-able).
+      return Err(checked_end(reinterpret_cast<std::uintptr_t>(p), len) ? Errc::kNotDmaable
+                                                                       : Errc::kOverflow);
+    }
     return MappingRecord{DmaAddr{r->gpa.value() + static_cast<std::uint64_t>(p - r->host)}, p, len,
                          0, dir};
   }

@@ -56,16 +56,30 @@ class GuestMemory {
   // The region holding host bytes [host, host + len). Errors as gpa_of.
   Result<const GuestRegion*> region_of(const void* host, std::uint64_t len) const;
 
-  // The region containing `gpa`, or nullptr.
-  const GuestRegion* region_at(Gpa gpa) const;
+  // The region containing `gpa`, or nullptr. Inline: it is on every device-side
+  // translation. Guests have a handful of regions, so a linear scan beats a search.
+  const GuestRegion* region_at(Gpa gpa) const {
+    for (const GuestRegion& r : by_gpa_) {
+      if (gpa.value() - r.gpa.value() < r.size) return &r;  // wraps (huge) when below
+    }
+    return nullptr;
+  }
+
+  // The region holding host address `host`, or nullptr (on every direct-ops map).
+  const GuestRegion* region_holding(const void* host) const {
+    const auto a = reinterpret_cast<std::uintptr_t>(host);
+    for (const GuestRegion& r : by_gpa_) {
+      if (a - reinterpret_cast<std::uintptr_t>(r.host) < r.size) return &r;
+    }
+    return nullptr;
+  }
 
   // All regions, by ascending Gpa.
   std::span<const GuestRegion> regions() const { return by_gpa_; }
 
  private:
   std::vector<std::unique_ptr<MemfdRegion>> owned_;
-  std::vector<GuestRegion> by_gpa_;   // sorted by gpa
-  std::vector<GuestRegion> by_host_;  // sorted by host address
+  std::vector<GuestRegion> by_gpa_;  // sorted by gpa
 };
 
 }  // namespace vdma::memory

@@ -71,24 +71,32 @@ struct alignas(64) BouncePool::Area {
     }
     return found;
   }
+  // Sets or clears bits [i, i + n) a word at a time.
   void set_range(std::uint32_t i, std::uint32_t n, bool v) {
-    for (std::uint32_t k = i; k < i + n; ++k) {
-      std::uint64_t bit = std::uint64_t{1} << (k % 64);
+    while (n > 0) {
+      const std::uint32_t bit = i % 64;
+      const std::uint32_t take = std::min(n, 64 - bit);
+      const std::uint64_t m = (take == 64 ? ~std::uint64_t{0} : ((std::uint64_t{1} << take) - 1))
+                              << bit;
       if (v)
-        bitmap[k / 64] |= bit;
+        bitmap[i / 64] |= m;
       else
-        bitmap[k / 64] &= ~bit;
+        bitmap[i / 64] &= ~m;
+      i += take;
+      n -= take;
     }
   }
 
-  // Under lock: the lowest run satisfying req, or -1.
-  std::int64_t find(const SlotRequest& req) const {
+  // Under lock: the lowest run satisfying req, or -1. Sets *first_free to the first free
+  // slot at or after hint (to move the hint without a second scan).
+  std::int64_t find(const SlotRequest& req, std::uint32_t* first_free) const {
     auto aligned = [&](std::uint32_t c) {
       std::uint32_t g = first + c;  // alignment is pool-wide; first is 32-slot aligned
       std::uint32_t up = (req.residue - g) & (req.align - 1);
       return c + up;
     };
-    std::uint32_t c = aligned(next_clear(hint));
+    *first_free = next_clear(hint);
+    std::uint32_t c = aligned(*first_free);
     while (c + req.slots <= nslots) {
       std::int64_t used_at = last_set(c, c + req.slots);
       if (used_at < 0) return c;
@@ -139,11 +147,13 @@ Result<SlotRun> BouncePool::allocate(const SlotRequest& req) {
   for (std::uint32_t k = 0; k < n; ++k) {
     Area& a = *areas_[(home + k) % n];
     a.lock.lock();
-    std::int64_t found = a.find(req);
+    std::uint32_t first_free = 0;
+    std::int64_t found = a.find(req, &first_free);
     if (found >= 0) {
       auto c = static_cast<std::uint32_t>(found);
       a.set_range(c, req.slots, true);
-      if (c == a.next_clear(a.hint) || c == a.hint) a.hint = a.next_clear(c + req.slots);
+      // Everything below first_free is in use; if the run starts there, so is the run.
+      a.hint = c == first_free ? a.next_clear(c + req.slots) : first_free;
       a.used += req.slots;
       a.high_water = std::max(a.high_water, a.used);
       ++a.maps;
@@ -169,8 +179,8 @@ void BouncePool::free(SlotRun run) {
   std::uint32_t c = run.index - a.first;
   VDMA_CHECK(run.count > 0 && c + run.count <= a.nslots);
   a.lock.lock();
-  VDMA_CHECK_MSG(a.last_set(c, c + run.count) == c + run.count - 1 && a.test(c),
-                 "freeing bounce slots that are not in use");
+  // Callers validated ownership; this only guards the allocator's own invariant.
+  VDMA_CHECK_MSG(a.test(c) && a.test(c + run.count - 1), "freeing bounce slots not in use");
   a.set_range(c, run.count, false);
   a.used -= run.count;
   a.hint = std::min(a.hint, c);

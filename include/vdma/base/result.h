@@ -121,16 +121,23 @@ template <>
 class [[nodiscard]] Result<void> {
  public:
   using value_type = void;
+  // Success is a null category: no call to std::system_category() on the hot path (a
+  // default std::error_code makes one).
   Result() = default;
-  Result(Unexpected u) : error_(u.error) { VDMA_CHECK(u.error); }  // NOLINT
+  Result(Unexpected u) : code_(u.error.value()), category_(&u.error.category()) {  // NOLINT
+    VDMA_CHECK(u.error);
+  }
 
-  bool has_value() const { return !error_; }
-  explicit operator bool() const { return !error_; }
-  void value() const { VDMA_CHECK_MSG(!error_, error_.message().c_str()); }
-  std::error_code error() const { return error_; }
+  bool has_value() const { return category_ == nullptr; }
+  explicit operator bool() const { return category_ == nullptr; }
+  void value() const { VDMA_CHECK_MSG(has_value(), error().message().c_str()); }
+  std::error_code error() const {
+    return category_ ? std::error_code(code_, *category_) : std::error_code{};
+  }
 
  private:
-  std::error_code error_;
+  int code_ = 0;
+  const std::error_category* category_ = nullptr;
 };
 
 // The success value of Result<void>.

@@ -38,6 +38,7 @@
 #include "vdma/dma/dma_ops.h"
 #include "vdma/virtq/errors.h"
 #include "vdma/virtq/packed_layout.h"
+#include "vdma/virtq/segment_mapping.h"
 #include "vdma/virtq/types.h"
 
 namespace vdma::virtq {
@@ -120,14 +121,13 @@ class PackedDriverQueue {
     VDMA_CHECK(ring_.free_ids > 0);
 
     // Map every segment first, so a refused mapping leaves the ring untouched.
-    std::uint64_t capacity = 0;
-    VDMA_TRY(map_segments(readable, writable, capacity));
+    const std::uint64_t capacity = VDMA_TRY(map_segments(*ops_, readable, writable, scratch_));
     const std::uint16_t id = ring_.free_id;
     BufferState& b = bufs_[id];
     if (indirect) {
       auto table = map_indirect_table(id, readable.size());
       if (!table) {
-        unmap_scratch();
+        unmap_all(*ops_, scratch_);
         return Err(table.error());
       }
       b.table = *table;
@@ -372,26 +372,6 @@ class PackedDriverQueue {
     advance(ring_.next_avail, ring_.avail_wrap, 1);
   }
 
-  // Maps readable then writable segments into scratch_; on error unmaps them all.
-  Result<void> map_segments(std::span<const Segment> readable, std::span<const Segment> writable,
-                            std::uint64_t& capacity) {
-    scratch_.clear();
-    const std::size_t n = readable.size() + writable.size();
-    for (std::size_t i = 0; i < n; ++i) {
-      const bool w = i >= readable.size();
-      const Segment& s = w ? writable[i - readable.size()] : readable[i];
-      auto m = ops_->map_record(s.cpu, s.len,
-                                w ? dma::Direction::kFromDevice : dma::Direction::kToDevice);
-      if (!m) {
-        unmap_scratch();
-        return Err(m.error());
-      }
-      scratch_.push_back(*m);
-      if (w) capacity += s.len;
-    }
-    return Ok();
-  }
-
   // Writes scratch_ into ID's indirect table (2.8.7: WRITE is the only flag there) and
   // maps the table to-device.
   Result<dma::MappingRecord> map_indirect_table(std::uint16_t id, std::size_t readable) {
@@ -404,21 +384,12 @@ class PackedDriverQueue {
     return ops_->map_record(table, scratch_.size() * sizeof(PackedDesc), dma::Direction::kToDevice);
   }
 
-  void unmap_scratch() {
-    for (const auto& m : scratch_) unmap_or_log(m);
-    scratch_.clear();
-  }
-  void unmap_or_log(const dma::MappingRecord& m) {
-    auto r = ops_->unmap_record(m);
-    if (!r) log_error("virtq", "unmap failed: {}", r.error().message());
-  }
-
   // Unmaps everything buffer `id` published (from the shadow only) and frees the ID and
   // its ring descriptors.
   void recycle(std::uint16_t id) {
     BufferState& b = bufs_[id];
-    for (const auto& m : b.maps) unmap_or_log(m);
-    if (b.table.cpu != nullptr) unmap_or_log(b.table);
+    for (const auto& m : b.maps) unmap_or_log(*ops_, m);
+    if (b.table.cpu != nullptr) unmap_or_log(*ops_, b.table);
     b.maps.clear();  // keeps capacity: no allocation on the next add
     b.table = {};
     id_next_[id] = ring_.free_id;

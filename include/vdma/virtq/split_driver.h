@@ -29,6 +29,7 @@
 #include "vdma/base/result.h"
 #include "vdma/dma/dma_ops.h"
 #include "vdma/virtq/errors.h"
+#include "vdma/virtq/segment_mapping.h"
 #include "vdma/virtq/split_layout.h"
 #include "vdma/virtq/types.h"
 
@@ -116,27 +117,14 @@ class SplitDriverQueue {
     if (ring_descs > num_free_) return Err(Errc::kQueueFull);
 
     // Map every segment first, so a refused mapping leaves the ring untouched.
-    scratch_.clear();
-    std::uint64_t capacity = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const bool w = i >= readable.size();
-      const Segment& s = w ? writable[i - readable.size()] : readable[i];
-      auto m = ops_->map_record(s.cpu, s.len,
-                                w ? dma::Direction::kFromDevice : dma::Direction::kToDevice);
-      if (!m) {
-        unmap_scratch();
-        return Err(m.error());
-      }
-      scratch_.push_back(*m);
-      if (w) capacity += s.len;
-    }
+    const std::uint64_t capacity = VDMA_TRY(map_segments(*ops_, readable, writable, scratch_));
 
     const std::uint16_t head = free_head_;
     HeadState& h = heads_[head];
     if (indirect) {
       auto r = publish_indirect(head, readable.size());
       if (!r) {
-        unmap_scratch();
+        unmap_all(*ops_, scratch_);
         return Err(r.error());
       }
       take_free(1);
@@ -387,25 +375,16 @@ class SplitDriverQueue {
     return Ok();
   }
 
-  void unmap_scratch() {
-    for (const auto& m : scratch_) unmap_or_log(m);
-    scratch_.clear();
-  }
-  void unmap_or_log(const dma::MappingRecord& m) {
-    auto r = ops_->unmap_record(m);
-    if (!r) log_error("virtq", "unmap failed: {}", r.error().message());
-  }
-
   // Unmaps everything head `id` published (from the shadow only) and frees its descs.
   void recycle(std::uint16_t id) {
     HeadState& h = heads_[id];
     std::uint16_t idx = id;
     if (h.indirect) {
-      for (const auto& m : indirect_maps_[id]) unmap_or_log(m);
+      for (const auto& m : indirect_maps_[id]) unmap_or_log(*ops_, m);
       indirect_maps_[id].clear();
     }
     for (std::uint16_t i = 0; i < h.ring_descs; ++i) {
-      unmap_or_log(descs_[idx].map);
+      unmap_or_log(*ops_, descs_[idx].map);
       if (i + 1 < h.ring_descs) idx = descs_[idx].next;
     }
     descs_[idx].next = free_head_;

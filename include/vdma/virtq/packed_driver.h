@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -34,6 +35,7 @@
 #include <vector>
 
 #include "vdma/base/log.h"
+#include "vdma/base/moving_ptr.h"
 #include "vdma/base/result.h"
 #include "vdma/dma/dma_ops.h"
 #include "vdma/virtq/errors.h"
@@ -76,28 +78,13 @@ class PackedDriverQueue {
     return q;
   }
 
-  PackedDriverQueue(PackedDriverQueue&& o) noexcept { *this = std::move(o); }
+  // ops_ is a MovingPtr: a moved-from queue releases nothing.
+  PackedDriverQueue(PackedDriverQueue&& o) noexcept = default;
   PackedDriverQueue& operator=(PackedDriverQueue&& o) noexcept {
     if (this != &o) {
       release_all();
-      ops_ = std::exchange(o.ops_, nullptr);
-      cfg_ = o.cfg_;
-      arena_ = o.arena_;
-      desc_rec_ = o.desc_rec_;
-      driver_rec_ = o.driver_rec_;
-      device_rec_ = o.device_rec_;
-      desc_ = o.desc_;
-      driver_evt_ = o.driver_evt_;
-      device_evt_ = o.device_evt_;
-      bufs_ = std::move(o.bufs_);
-      id_next_ = std::move(o.id_next_);
-      staged_ids_ = std::move(o.staged_ids_);
-      scratch_ = std::move(o.scratch_);
-      ring_ = o.ring_;
-      callbacks_ = o.callbacks_;
-      broken_ = o.broken_;
-      reason_ = std::move(o.reason_);
-      stats_ = o.stats_;
+      std::destroy_at(this);
+      std::construct_at(this, std::move(o));
     }
     return *this;
   }
@@ -434,7 +421,7 @@ class PackedDriverQueue {
     ops_ = nullptr;
   }
 
-  Ops* ops_ = nullptr;
+  MovingPtr<Ops> ops_;
   DriverQueueConfig cfg_;
   std::span<std::byte> arena_;
   dma::CoherentRecord desc_rec_{}, driver_rec_{}, device_rec_{};

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "vdma/base/log.h"
+#include "vdma/base/moving_ptr.h"
 #include "vdma/base/result.h"
 #include "vdma/dma/dma_ops.h"
 #include "vdma/virtq/errors.h"
@@ -68,34 +69,13 @@ class SplitDriverQueue {
     return q;
   }
 
-  SplitDriverQueue(SplitDriverQueue&& o) noexcept { *this = std::move(o); }
+  // ops_ is a MovingPtr: a moved-from queue releases nothing.
+  SplitDriverQueue(SplitDriverQueue&& o) noexcept = default;
   SplitDriverQueue& operator=(SplitDriverQueue&& o) noexcept {
     if (this != &o) {
       release_all();
-      ops_ = std::exchange(o.ops_, nullptr);
-      cfg_ = o.cfg_;
-      arena_ = o.arena_;
-      desc_rec_ = o.desc_rec_;
-      avail_rec_ = o.avail_rec_;
-      used_rec_ = o.used_rec_;
-      desc_ = o.desc_;
-      avail_ = o.avail_;
-      used_ = o.used_;
-      descs_ = std::move(o.descs_);
-      heads_ = std::move(o.heads_);
-      avail_shadow_ = std::move(o.avail_shadow_);
-      indirect_maps_ = std::move(o.indirect_maps_);
-      scratch_ = std::move(o.scratch_);
-      free_head_ = o.free_head_;
-      num_free_ = o.num_free_;
-      avail_idx_ = o.avail_idx_;
-      published_idx_ = o.published_idx_;
-      last_used_ = o.last_used_;
-      event_pending_ = o.event_pending_;
-      callbacks_ = o.callbacks_;
-      broken_ = o.broken_;
-      reason_ = std::move(o.reason_);
-      stats_ = o.stats_;
+      std::destroy_at(this);
+      std::construct_at(this, std::move(o));
     }
     return *this;
   }
@@ -409,7 +389,7 @@ class SplitDriverQueue {
     ops_ = nullptr;
   }
 
-  Ops* ops_ = nullptr;
+  MovingPtr<Ops> ops_;
   DriverQueueConfig cfg_;
   std::span<std::byte> arena_;
   dma::CoherentRecord desc_rec_{}, avail_rec_{}, used_rec_{};

@@ -50,6 +50,32 @@ const char* describe(Errc e) {
       return "config access beyond 256 bytes";
     case Errc::kInvalidField:
       return "payload field holds a forbidden value";
+    case Errc::kNotOwner:
+      return "request before SET_OWNER";
+    case Errc::kBadVringIndex:
+      return "vring index beyond the device's queues";
+    case Errc::kVringStarted:
+      return "vring changed while started";
+    case Errc::kBadQueueSize:
+      return "queue size zero, too large, or not a power of two";
+    case Errc::kFeatureNotOffered:
+      return "feature bit the back end did not offer";
+    case Errc::kRingNotMapped:
+      return "ring address outside the shared memory";
+    case Errc::kRegionNotMappable:
+      return "memory region fd cannot be mapped";
+    case Errc::kNoFreeMemSlot:
+      return "no free memory slot";
+    case Errc::kNoSuchRegion:
+      return "no such memory region";
+    case Errc::kRegionInUse:
+      return "memory region overlaps one already mapped";
+    case Errc::kIotlbUnavailable:
+      return "IOTLB not negotiated (needs ACCESS_PLATFORM, REPLY_ACK and BACKEND_REQ)";
+    case Errc::kUnsupportedRequest:
+      return "request not supported by this back end";
+    case Errc::kDeviceRefused:
+      return "the device refused the request";
   }
   return "unknown vhost error";
 }
@@ -88,6 +114,19 @@ bool should_close_connection(std::error_code ec) {
     case Errc::kIotlbOverflow:
     case Errc::kConfigOutOfRange:
     case Errc::kInvalidField:
+    case Errc::kNotOwner:
+    case Errc::kBadVringIndex:
+    case Errc::kVringStarted:
+    case Errc::kBadQueueSize:
+    case Errc::kFeatureNotOffered:
+    case Errc::kRingNotMapped:
+    case Errc::kRegionNotMappable:
+    case Errc::kNoFreeMemSlot:
+    case Errc::kNoSuchRegion:
+    case Errc::kRegionInUse:
+    case Errc::kIotlbUnavailable:
+    case Errc::kUnsupportedRequest:
+    case Errc::kDeviceRefused:
       return false;
   }
   return true;  // a value outside the enum: treat as fatal

@@ -73,6 +73,40 @@ enum class Errc {
   // address flags, an endianness, enable flag, config flag, transfer direction or
   // migration phase out of range. (Reserved `num` fields are ignored, not checked.)
   kInvalidField,
+
+  // ---- Back end: a well-formed request the connection's state refuses. ----
+
+  // A request that changes device state before SET_OWNER.
+  kNotOwner,
+  // A vring index at or above the number of queues the device has.
+  kBadVringIndex,
+  // A vring's size, base or addresses changed while it is started (spec: only between
+  // GET_VRING_BASE and the next kick).
+  kVringStarted,
+  // A queue size of zero, above the device's maximum, or (split) not a power of two.
+  kBadQueueSize,
+  // SET_FEATURES or SET_PROTOCOL_FEATURES with a bit the back end did not offer.
+  kFeatureNotOffered,
+  // A ring area, or a descriptor-free address the request needs, outside the memory
+  // table (or, with ACCESS_PLATFORM, not translatable through the IOTLB).
+  kRingNotMapped,
+  // A memory region's file descriptor cannot be mapped (not mmap-able, or shorter than
+  // mmap_offset + size).
+  kRegionNotMappable,
+  // ADD_MEM_REG beyond the slots GET_MAX_MEM_SLOTS announced.
+  kNoFreeMemSlot,
+  // REM_MEM_REG of a region the table does not hold.
+  kNoSuchRegion,
+  // A region that overlaps one already in the table (ADD_MEM_REG).
+  kRegionInUse,
+  // ACCESS_PLATFORM negotiated without REPLY_ACK and BACKEND_REQ (the IOTLB needs both),
+  // or IOTLB_MSG without ACCESS_PLATFORM.
+  kIotlbUnavailable,
+  // A request this back end does not implement (postcopy, crypto, GPU, shared objects,
+  // device state, dirty logging).
+  kUnsupportedRequest,
+  // The device refused the request (config write, status, reset).
+  kDeviceRefused,
 };
 
 const char* describe(Errc e);

@@ -56,6 +56,8 @@ const char* describe(Errc e) {
       return "used entry for a chain not in flight";
     case Errc::kHeadInFlight:
       return "head made available while still in flight";
+    case Errc::kTranslationMiss:
+      return "address not in the device's IOTLB yet: retry after the miss is answered";
   }
   return "unknown virtqueue error";
 }
@@ -63,6 +65,10 @@ const char* describe(Errc e) {
 const std::error_category& virtq_category() {
   static const EnumCategory<Errc, &describe> category("vdma.virtq");
   return category;
+}
+
+bool is_retryable(std::error_code ec) {
+  return ec == Errc::kQueueFull || ec == Errc::kTranslationMiss;
 }
 
 }  // namespace vdma::virtq

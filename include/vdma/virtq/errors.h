@@ -39,7 +39,15 @@ enum class Errc {
   kChainTooLarge,          // total chain length above 4 GiB
   kNotInFlight,            // push_used for a head that is not in flight on the device
   kHeadInFlight,           // the driver made a head available again before it was used
+  // Not a violation (seen by the device).
+  kTranslationMiss,  // address not in the device's IOTLB yet: retry after the front end
+                     // answers the miss; the chain was not consumed (pop() left it in the
+                     // ring and changed no queue state)
 };
+
+// True for errors the caller can retry without anything being wrong: kQueueFull (after
+// get_used()) and kTranslationMiss (after the IOTLB miss is answered).
+bool is_retryable(std::error_code ec);
 
 const char* describe(Errc e);
 const std::error_category& virtq_category();

@@ -9,7 +9,10 @@
 // length, overflow, translation and IOMMU permission). A malformed chain is rejected: it
 // is returned to the driver with length 0 and pop() reports why; the queue keeps serving.
 // What cannot be returned breaks the queue: a buffer ID >= the queue size, an ID made
-// available again while in flight, or more descriptors in flight than the ring holds.
+// available again while in flight, or more descriptors in flight than the ring holds. A
+// translation miss (kTranslationMiss, from an IOTLB cache that has to ask the front end)
+// is neither: pop() leaves the chain in the ring, changes nothing (position, wrap
+// counter, in-flight state, stats), and the caller retries once the miss is answered.
 //
 // Used descriptors (2.8.6): push_used() writes one at the used position and moves it on by
 // the chain's ring descriptors (kept privately per ID at pop, never re-read from the
@@ -21,6 +24,7 @@
 //   Chain c;
 //   while (true) {
 //     auto r = q.pop(c);
+//     if (!r && r.error() == Errc::kTranslationMiss) break;  // retry after the IOTLB update
 //     if (!r) { if (q.broken()) break; else continue; }   // rejected chain: logged
 //     if (!*r) break;                                     // nothing available
 //     VDMA_TRY(q.push_used(c.head, process(c)));
@@ -53,7 +57,8 @@ class PackedDeviceQueue {
   // vhost-user's SET_VRING_BASE does for packed rings: bits 0-14 the next avail
   // position, bit 15 the wrap counter (so the default, 0x8000, is a fresh ring). The used
   // position resumes there too (nothing in flight). Errors: kInvalidQueueSize,
-  // kInvalidConfig (position >= size, misaligned areas), ring translation errors.
+  // kInvalidConfig (position >= size, misaligned areas), ring translation errors
+  // (kTranslationMiss: call Create again once the miss is answered).
   static Result<PackedDeviceQueue> Create(const T& translator, const DeviceQueueConfig& cfg,
                                           std::uint16_t avail_base = kInitialBase) {
     const std::uint32_t n = cfg.rings.size();
@@ -74,8 +79,10 @@ class PackedDeviceQueue {
     return q;
   }
 
-  // The next available chain into `out`. Returns false if none. Errors: kBroken, or the
-  // reason a chain was rejected (it has been returned with length 0 already).
+  // The next available chain into `out`. Returns false if none. Errors: kBroken, the
+  // reason a chain was rejected (it has been returned with length 0 already), or
+  // kTranslationMiss: an address of the chain is not in the device's IOTLB yet; nothing
+  // was consumed or changed, and the next pop() reads the same chain again from the ring.
   Result<bool> pop(Chain& out) {
     if (broken_) return Err(Errc::kBroken);
     // Acquire: pairs with the driver's release store of the chain's first flags (its
@@ -83,9 +90,20 @@ class PackedDeviceQueue {
     const std::uint16_t flags =
         std::atomic_ref<std::uint16_t>(desc_[avail_.pos].flags).load(std::memory_order_acquire);
     if (!is_avail(flags, avail_.wrap)) return false;
+    const Position start = avail_;
     const bool complete = gather(flags);  // advances the avail position
-    VDMA_TRY(admit(out));
+    VDMA_TRY(check_admissible());
+    out.clear();
+    out.head = gathered_.back().id;
     auto parsed = complete ? parse(out) : Result<void>(Err(Errc::kChainTooLong));
+    if (!parsed && parsed.error() == Errc::kTranslationMiss) {
+      // Not consumed: back to the chain's first descriptor (position and wrap counter);
+      // nothing else was changed, and gathered_ is refilled by the next attempt.
+      avail_ = start;
+      out.clear();
+      return Err(Errc::kTranslationMiss);
+    }
+    admit();
     if (!parsed) {
       ++stats_.rejected;
       out.clear();
@@ -232,9 +250,9 @@ class PackedDeviceQueue {
     return complete;
   }
 
-  // Takes the gathered chain's buffer ID in flight, or breaks the queue if it cannot be
-  // returned (bad ID) or the driver overran descriptors still in flight.
-  Result<void> admit(Chain& out) {
+  // Breaks the queue if the gathered chain cannot be returned (bad buffer ID, ID still
+  // in flight) or the driver overran descriptors still in flight.
+  Result<void> check_admissible() {
     const std::uint16_t id = gathered_.back().id;
     const auto descs = static_cast<std::uint32_t>(gathered_.size());
     if (id >= size()) return fail(Errc::kDescIndexOutOfRange, fmt::format("buffer id {}", id));
@@ -243,14 +261,18 @@ class PackedDeviceQueue {
       return fail(Errc::kAvailIdxJump,
                   fmt::format("{} descriptors in flight, {} more", in_flight_descs_, descs));
     }
-    out.clear();
-    out.head = id;
+    return Ok();
+  }
+
+  // Takes the gathered (admissible) chain's buffer ID in flight.
+  void admit() {
+    const std::uint16_t id = gathered_.back().id;
+    const auto descs = static_cast<std::uint16_t>(gathered_.size());
     in_flight_[id] = 1;
-    ring_descs_[id] = static_cast<std::uint16_t>(descs);
+    ring_descs_[id] = descs;
     in_flight_descs_ += descs;
     ++in_flight_chains_;
     ++stats_.added;
-    return Ok();
   }
 
   Result<void> parse(Chain& out) {

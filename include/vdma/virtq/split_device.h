@@ -7,12 +7,15 @@
 // overflow, translation and IOMMU permission). A malformed chain is rejected: it is
 // returned to the driver with length 0 and pop() reports why; the queue keeps serving.
 // An avail index that jumps by more than the queue size, or a head index out of range
-// (which cannot be returned), breaks the queue.
+// (which cannot be returned), breaks the queue. A translation miss (kTranslationMiss,
+// from an IOTLB cache that has to ask the front end) is neither: pop() leaves the chain
+// in the ring, changes nothing, and the caller retries once the miss is answered.
 //
 //   auto q = VDMA_TRY(SplitDeviceQueue<GuestMemoryTranslator>::Create(t, cfg));
 //   Chain c;
 //   while (true) {
 //     auto r = q.pop(c);
+//     if (!r && r.error() == Errc::kTranslationMiss) break;  // retry after the IOTLB update
 //     if (!r) { if (q.broken()) break; else continue; }   // rejected chain: logged
 //     if (!*r) break;                                     // nothing available
 //     VDMA_TRY(q.push_used(c.head, process(c)));
@@ -40,7 +43,8 @@ class SplitDeviceQueue {
  public:
   // Translates the three ring areas once. `avail_base` is where to resume
   // (SET_VRING_BASE); the used index resumes there too. Errors: kInvalidQueueSize,
-  // translation errors for the ring areas.
+  // translation errors for the ring areas (kTranslationMiss: call Create again once the
+  // miss is answered).
   static Result<SplitDeviceQueue> Create(const T& translator, const DeviceQueueConfig& cfg,
                                          std::uint16_t avail_base = 0) {
     const std::uint32_t n = cfg.rings.size();
@@ -62,8 +66,10 @@ class SplitDeviceQueue {
     return q;
   }
 
-  // The next available chain into `out`. Returns false if none. Errors: kBroken, or the
-  // reason a chain was rejected (it has been returned with length 0 already).
+  // The next available chain into `out`. Returns false if none. Errors: kBroken, the
+  // reason a chain was rejected (it has been returned with length 0 already), or
+  // kTranslationMiss: an address of the chain is not in the device's IOTLB yet; nothing
+  // was consumed or changed, and the next pop() reads the same chain again from the ring.
   Result<bool> pop(Chain& out) {
     if (broken_) return Err(Errc::kBroken);
     if (avail_cache_ == last_avail_) {
@@ -76,19 +82,25 @@ class SplitDeviceQueue {
       }
       if (avail_cache_ == last_avail_) return false;
     }
-    // guest-controlled: read the head once.
+    // guest-controlled: read the head once (per attempt).
     const std::uint16_t head = std::atomic_ref<std::uint16_t>(avail_ring()[last_avail_ & mask()])
                                    .load(std::memory_order_relaxed);
-    ++last_avail_;
     if (head >= size()) return fail(Errc::kDescIndexOutOfRange, fmt::format("head {}", head));
     if (in_flight_[head]) {
       return fail(Errc::kHeadInFlight, fmt::format("head {}", head));
     }
     out.clear();
     out.head = head;
+    auto walked = walk(head, out);
+    if (!walked && walked.error() == Errc::kTranslationMiss) {
+      // Not consumed: last_avail_, in_flight_ and stats are untouched; avail_cache_ is
+      // still a value the driver published, so the retry reads this same entry.
+      out.clear();
+      return Err(Errc::kTranslationMiss);
+    }
+    ++last_avail_;
     in_flight_[head] = 1;
     ++stats_.added;
-    auto walked = walk(head, out);
     if (!walked) {
       ++stats_.rejected;
       out.clear();

@@ -107,9 +107,10 @@ class Loopback {
                                   .max_indirect = cfg.max_indirect,
                                   .used_len_policy = cfg.used_len_policy};
     const std::size_t arena_bytes = DriverQ::indirect_arena_bytes(dcfg);
-    std::span<std::byte> arena;
-    if (arena_bytes > 0) arena = {VDMA_TRY(lb->guest_->alloc_ram(arena_bytes)), arena_bytes};
-    lb->driver_ = std::make_unique<DriverQ>(VDMA_TRY(DriverQ::Create(*lb->ops_, dcfg, arena)));
+    if (arena_bytes > 0) {
+      lb->arena_ = {VDMA_TRY(lb->guest_->alloc_ram(arena_bytes)), arena_bytes};
+    }
+    lb->driver_ = std::make_unique<DriverQ>(VDMA_TRY(DriverQ::Create(*lb->ops_, dcfg, lb->arena_)));
     lb->translator_ = std::make_unique<T>(make_translator<T>(
         cfg.platform.iommu ? lb->guest_->iommu() : nullptr, lb->guest_->memory()));
     lb->device_ = std::make_unique<DeviceQ>(VDMA_TRY(DeviceQ::Create(
@@ -127,6 +128,9 @@ class Loopback {
   Ops& ops() { return *ops_; }
   DriverQ& driver() { return *driver_; }
   DeviceQ& device() { return *device_; }
+  T& translator() { return *translator_; }
+  // Driver memory holding the indirect tables (empty without indirect).
+  std::span<std::byte> indirect_arena() const { return arena_; }
   FeatureSet features() const { return features_; }
 
   // Device side: pops and echoes every available chain, then publishes. Returns how many
@@ -153,6 +157,7 @@ class Loopback {
   std::unique_ptr<dma::Guest> guest_;
   FeatureSet features_;
   std::unique_ptr<Ops> ops_;
+  std::span<std::byte> arena_;
   std::unique_ptr<DriverQ> driver_;
   std::unique_ptr<T> translator_;
   std::unique_ptr<DeviceQ> device_;

@@ -1,0 +1,36 @@
+#include "vdma/vhost/backend_device.h"
+#include "vdma/vhost/errors.h"
+#include "vdma/vhost/event_loop.h"
+
+namespace vdma::vhost {
+
+Result<bool> DeviceRing::pop(virtq::Chain& out) {
+  if (waiting_) return false;
+  auto r = std::visit([&](auto& q) { return q.pop(out); }, queue_);
+  if (!r && r.error() == virtq::Errc::kTranslationMiss) {
+    // The chain stays in the ring; the back end asks for the translation and calls the
+    // device's process() again once the IOTLB has it.
+    miss_ = translator_->take_miss();
+    waiting_ = true;
+    return false;
+  }
+  return r;
+}
+
+void DeviceRing::notify() {
+  const bool wanted = std::visit([](auto& q) { return q.publish_used(); }, queue_);
+  if (wanted && call_fd_ >= 0) {
+    EventLoop::signal_eventfd(call_fd_);
+    ++calls_;
+  }
+}
+
+Result<void> BackendDevice::read_config(std::uint32_t, std::span<std::uint8_t>) {
+  return Err(Errc::kUnsupportedRequest);
+}
+
+Result<void> BackendDevice::write_config(std::uint32_t, std::span<const std::uint8_t>) {
+  return Err(Errc::kUnsupportedRequest);
+}
+
+}  // namespace vdma::vhost

@@ -8,6 +8,7 @@ packages=(
   libbenchmark-dev                  # Google Benchmark
   libfmt-dev                        # log line formatting
   nlohmann-json3-dev                # machine-readable benchmark and demo output
+  qemu-system-common                # qemu-storage-daemon: the vhost front end's real peer
 )
 
 missing=()

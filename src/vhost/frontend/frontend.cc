@@ -196,6 +196,9 @@ Result<void> Frontend::negotiate(std::optional<FeatureSet> expected) {
   const bool has_protocol = offered_.has(kVhostUserFProtocolFeatures);
   protocol_ = {};
   if (has_protocol) VDMA_TRY(negotiate_protocol());
+  if (cfg_.num_queues > 1 && !protocol_.has(kProtocolFMq)) {
+    return Err(FrontendErrc::kMultiQueueUnsupported);
+  }
   if (iotlb_in_use_ &&
       !protocol_.contains(ProtocolFeatureSet{kProtocolFReplyAck, kProtocolFBackendReq})) {
     return Err(FrontendErrc::kIotlbUnsupported);
@@ -221,7 +224,6 @@ Result<void> Frontend::negotiate_protocol() {
   c.set_reply_ack(protocol_.has(kProtocolFReplyAck));
 
   const std::uint32_t n = cfg_.num_queues;
-  if (n > 1 && !protocol_.has(kProtocolFMq)) return Err(FrontendErrc::kMultiQueueUnsupported);
   if (protocol_.has(kProtocolFMq)) {
     const std::uint64_t max = VDMA_TRY(c.call_u64(FrontendRequest::kGetQueueNum));
     if (max == 0) {

@@ -108,6 +108,7 @@ class DeviceRing {
   std::optional<BackendTranslator::Miss> miss_;
   bool waiting_ = false;
   std::uint64_t calls_ = 0;
+  std::uint64_t rejected_ = 0;
 };
 
 class BackendDevice {

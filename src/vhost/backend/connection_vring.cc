@@ -139,6 +139,7 @@ void BackendConnection::try_start(std::uint16_t index) {
     if (!d || !a || !u) {
       log_error(kLog, "vring {}: ring addresses {:#x}/{:#x}/{:#x} outside the memory table", index,
                 desc, avail, used);
+      if (v.err) EventLoop::signal_eventfd(v.err.get());
       return;
     }
     desc = *d;

@@ -1,4 +1,6 @@
 #include "vdma/vhost/backend_device.h"
+
+#include "vdma/base/log.h"
 #include "vdma/vhost/errors.h"
 #include "vdma/vhost/event_loop.h"
 
@@ -13,6 +15,15 @@ Result<bool> DeviceRing::pop(virtq::Chain& out) {
     miss_ = translator_->take_miss();
     waiting_ = true;
     return false;
+  }
+  if (!r && r.error() != virtq::Errc::kBroken) {
+    // A malformed chain, already returned with length 0. A hostile driver can make many:
+    // the first few are logged, then one in 1024.
+    ++rejected_;
+    if (rejected_ <= 8 || rejected_ % 1024 == 0) {
+      log_warn("vhost.backend", "vring {}: chain rejected ({} so far): {}", index_, rejected_,
+               r.error().message());
+    }
   }
   return r;
 }

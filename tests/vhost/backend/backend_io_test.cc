@@ -67,8 +67,8 @@ class BackendIoTest : public ::testing::Test {
     auto q = Driver::Create(*ops, cfg);
     ASSERT_TRUE(q) << q.error().message();
     drivers.push_back(std::make_unique<Driver>(std::move(*q)));
-    kicks.push_back(make_eventfd());
-    calls.push_back(make_eventfd());
+    kicks.push_back(make_nb_eventfd());
+    calls.push_back(make_nb_eventfd());
     const virtq::RingAddresses a = drivers.back()->addresses();
     Scripted s{*ch};
     ASSERT_EQ(*s.acked(FrontendRequest::kSetVringNum, VringState{index, size}), 0u);

@@ -172,8 +172,8 @@ class BackendIotlbTest : public ::testing::Test {
   std::optional<Channel> ch;
   std::optional<Channel> backend_ch;
   std::optional<Driver> driver;
-  UniqueFd kick = make_eventfd();
-  UniqueFd call = make_eventfd();
+  UniqueFd kick = make_nb_eventfd();
+  UniqueFd call = make_nb_eventfd();
   int misses = 0;
   bool echoed = false;
 };

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "../test_util.h"
 #include "vdma/dma/guest.h"
 #include "vdma/testing/loopback.h"
 #include "vdma/vhost/backend.h"
@@ -108,7 +109,7 @@ inline UniqueFd dup_fd(int fd) {
   return UniqueFd(::dup(fd));
 }
 
-inline UniqueFd make_eventfd() {
+inline UniqueFd make_nb_eventfd() {
   return UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 }
 

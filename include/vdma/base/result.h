@@ -21,6 +21,15 @@
 
 namespace vdma {
 
+namespace detail {
+// The failure path of Result::value(), out of line and cold so value() inlines to a test
+// and a branch (building the message inline made GCC emit value() out of line on hot
+// paths).
+[[noreturn, gnu::cold, gnu::noinline]] inline void bad_result_access(const std::error_code& ec) {
+  check_failed(__FILE__, __LINE__, "has_value()", ec.message().c_str());
+}
+}  // namespace detail
+
 // The error half of a Result, like std::unexpected.
 struct Unexpected {
   std::error_code error;
@@ -81,15 +90,18 @@ class [[nodiscard]] Result {
   explicit operator bool() const { return has_; }
 
   T& value() & {
-    VDMA_CHECK_MSG(has_, error_.message().c_str());
+    if (!has_) [[unlikely]]
+      detail::bad_result_access(error_);
     return value_;
   }
   const T& value() const& {
-    VDMA_CHECK_MSG(has_, error_.message().c_str());
+    if (!has_) [[unlikely]]
+      detail::bad_result_access(error_);
     return value_;
   }
   T&& value() && {
-    VDMA_CHECK_MSG(has_, error_.message().c_str());
+    if (!has_) [[unlikely]]
+      detail::bad_result_access(error_);
     return std::move(value_);
   }
   T& operator*() & { return value(); }
@@ -130,7 +142,10 @@ class [[nodiscard]] Result<void> {
 
   bool has_value() const { return category_ == nullptr; }
   explicit operator bool() const { return category_ == nullptr; }
-  void value() const { VDMA_CHECK_MSG(has_value(), error().message().c_str()); }
+  void value() const {
+    if (!has_value()) [[unlikely]]
+      detail::bad_result_access(error());
+  }
   std::error_code error() const {
     return category_ ? std::error_code(code_, *category_) : std::error_code{};
   }

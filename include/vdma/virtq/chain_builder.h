@@ -15,9 +15,11 @@ namespace vdma::virtq {
 
 // addr/len/writable come from one descriptor, read once. Errors: kZeroLengthDesc,
 // kAddressOverflow, kReadableAfterWritable, kChainTooLarge, translation errors.
+// Inlined into the ring walk: it runs for every descriptor.
 template <Translator T>
-Result<void> add_chain_segment(const T& translator, std::uint64_t addr, std::uint32_t len,
-                               bool writable, Chain& out) {
+[[gnu::always_inline]] inline Result<void> add_chain_segment(const T& translator,
+                                                             std::uint64_t addr, std::uint32_t len,
+                                                             bool writable, Chain& out) {
   if (len == 0) return Err(Errc::kZeroLengthDesc);
   if (!checked_end(addr, len)) return Err(Errc::kAddressOverflow);
   // 2.7.4.2: device-writable descriptors come after all device-readable ones.

@@ -94,7 +94,7 @@ class PackedDeviceQueue {
     const bool complete = gather(flags);  // advances the avail position
     VDMA_TRY(check_admissible());
     out.clear();
-    out.head = gathered_.back().id;
+    out.head = gathered_[gathered_n_ - 1].id;
     auto parsed = complete ? parse(out) : Result<void>(Err(Errc::kChainTooLong));
     if (!parsed && parsed.error() == Errc::kTranslationMiss) {
       // Not consumed: back to the chain's first descriptor (position and wrap counter);
@@ -110,7 +110,7 @@ class PackedDeviceQueue {
       VDMA_TRY(push_used(out.head, 0));
       return Err(parsed.error());
     }
-    out.ring_descs = static_cast<std::uint16_t>(gathered_.size());
+    out.ring_descs = static_cast<std::uint16_t>(gathered_n_);
     return true;
   }
 
@@ -188,7 +188,7 @@ class PackedDeviceQueue {
         avail_.wrap);
   }
 
-  std::uint32_t size() const { return cfg_.rings.size(); }
+  std::uint32_t size() const { return size_; }
   // GET_VRING_BASE for packed rings: (wrap counter << 15) | next avail position.
   std::uint16_t last_avail_idx() const {
     return static_cast<std::uint16_t>(avail_.pos | (avail_.wrap ? 0x8000u : 0u));
@@ -207,11 +207,12 @@ class PackedDeviceQueue {
   PackedDeviceQueue(const T& t, const DeviceQueueConfig& cfg, std::uint16_t base)
       : translator_(&t),
         cfg_(cfg),
+        size_(cfg.rings.size()),
         in_flight_(cfg.rings.size(), 0),
         ring_descs_(cfg.rings.size(), 0),
         avail_{static_cast<std::uint16_t>(base & 0x7fffu), (base & 0x8000u) != 0},
         used_(avail_) {
-    gathered_.reserve(std::min<std::uint32_t>(cfg.rings.size(), 64));
+    gathered_.resize(std::min<std::uint32_t>(cfg.rings.size(), 64));
   }
 
   // 2.8.1: available when AVAIL matches the wrap counter and USED does not.
@@ -232,29 +233,39 @@ class PackedDeviceQueue {
   // already read. Returns false if no descriptor within the queue size ends the chain
   // (then gathered_ holds the whole ring and the last one read names the ID).
   bool gather(std::uint16_t head_flags) {
-    gathered_.clear();
+    const std::uint32_t n = size();
     std::uint16_t flags = head_flags;
-    bool complete = false;
-    for (std::uint32_t i = 0; i < size() && !complete; ++i) {
-      const PackedDesc* s = &desc_[avail_.pos];
-      if (i > 0)
+    std::uint32_t count = 0;
+    std::uint32_t pos = avail_.pos;
+    bool wrap = avail_.wrap;
+    for (;;) {
+      const PackedDesc* s = &desc_[pos];
+      if (count > 0)
         flags = std::atomic_ref<const std::uint16_t>(s->flags).load(std::memory_order_relaxed);
+      if (count == gathered_.size()) [[unlikely]]
+        gathered_.resize(std::min<std::size_t>(2 * count + 8, n));
       // guest-controlled: each field read once.
-      gathered_.push_back(PackedDesc{
-          std::atomic_ref<const std::uint64_t>(s->addr).load(std::memory_order_relaxed),
-          std::atomic_ref<const std::uint32_t>(s->len).load(std::memory_order_relaxed),
-          std::atomic_ref<const std::uint16_t>(s->id).load(std::memory_order_relaxed), flags});
-      advance(avail_, 1);
-      complete = !(flags & kDescFNext);
+      PackedDesc& g = gathered_[count++];
+      g.addr = std::atomic_ref<const std::uint64_t>(s->addr).load(std::memory_order_relaxed);
+      g.len = std::atomic_ref<const std::uint32_t>(s->len).load(std::memory_order_relaxed);
+      g.id = std::atomic_ref<const std::uint16_t>(s->id).load(std::memory_order_relaxed);
+      g.flags = flags;
+      if (++pos == n) {
+        pos = 0;
+        wrap = !wrap;
+      }
+      if (!(flags & kDescFNext) || count == n) break;
     }
-    return complete;
+    gathered_n_ = count;
+    avail_ = Position{static_cast<std::uint16_t>(pos), wrap};
+    return !(flags & kDescFNext);
   }
 
   // Breaks the queue if the gathered chain cannot be returned (bad buffer ID, ID still
   // in flight) or the driver overran descriptors still in flight.
-  Result<void> check_admissible() {
-    const std::uint16_t id = gathered_.back().id;
-    const auto descs = static_cast<std::uint32_t>(gathered_.size());
+  [[gnu::always_inline]] Result<void> check_admissible() {
+    const std::uint16_t id = gathered_[gathered_n_ - 1].id;
+    const auto descs = gathered_n_;
     if (id >= size()) return fail(Errc::kDescIndexOutOfRange, fmt::format("buffer id {}", id));
     if (in_flight_[id]) return fail(Errc::kHeadInFlight, fmt::format("buffer id {}", id));
     if (in_flight_descs_ + descs > size()) {
@@ -266,8 +277,8 @@ class PackedDeviceQueue {
 
   // Takes the gathered (admissible) chain's buffer ID in flight.
   void admit() {
-    const std::uint16_t id = gathered_.back().id;
-    const auto descs = static_cast<std::uint16_t>(gathered_.size());
+    const std::uint16_t id = gathered_[gathered_n_ - 1].id;
+    const auto descs = static_cast<std::uint16_t>(gathered_n_);
     in_flight_[id] = 1;
     ring_descs_[id] = descs;
     in_flight_descs_ += descs;
@@ -280,10 +291,11 @@ class PackedDeviceQueue {
     if (head.flags & kDescFIndirect) {
       // 2.8.7: only with the feature, and a chain's only descriptor.
       if (!cfg_.features.indirect) return Err(Errc::kIndirectNotNegotiated);
-      if (gathered_.size() > 1) return Err(Errc::kIndirectWithNext);
+      if (gathered_n_ > 1) return Err(Errc::kIndirectWithNext);
       return walk_indirect(head, out);
     }
-    for (const PackedDesc& d : gathered_) {
+    for (std::uint32_t i = 0; i < gathered_n_; ++i) {
+      const PackedDesc& d = gathered_[i];
       if (d.flags & kDescFIndirect) return Err(Errc::kIndirectWithNext);
       VDMA_TRY(add_segment(d, out));
     }
@@ -309,7 +321,7 @@ class PackedDeviceQueue {
   }
 
   // Adds one descriptor's buffer to the chain.
-  Result<void> add_segment(const PackedDesc& d, Chain& out) {
+  [[gnu::always_inline]] Result<void> add_segment(const PackedDesc& d, Chain& out) {
     return add_chain_segment(*translator_, d.addr, d.len, (d.flags & kDescFWrite) != 0, out);
   }
 
@@ -340,12 +352,14 @@ class PackedDeviceQueue {
 
   const T* translator_;
   DeviceQueueConfig cfg_;
+  std::uint32_t size_;                         // cfg_.rings.size()
   PackedDesc* desc_ = nullptr;                 // guest-controlled (we write used ones)
   PackedEventSuppress* driver_evt_ = nullptr;  // guest-controlled
   PackedEventSuppress* device_evt_ = nullptr;  // we write, the driver reads
   std::vector<std::uint8_t> in_flight_;        // per buffer ID: popped, not yet returned
   std::vector<std::uint16_t> ring_descs_;      // per buffer ID in flight: the used skip
   std::vector<PackedDesc> gathered_;           // the chain being popped (local copies)
+  std::uint32_t gathered_n_ = 0;               // descriptors of it in gathered_
   Position avail_;                             // next descriptor to read
   Position used_;                              // where the next used descriptor goes
   std::uint32_t in_flight_descs_ = 0;

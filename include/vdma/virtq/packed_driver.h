@@ -107,31 +107,29 @@ class PackedDriverQueue {
     // Every buffer takes at least one ring descriptor, so a free slot implies a free ID.
     VDMA_CHECK(ring_.free_ids > 0);
 
-    // Map every segment first, so a refused mapping leaves the ring untouched.
-    const std::uint64_t capacity = VDMA_TRY(map_segments(*ops_, readable, writable, scratch_));
+    // Map every segment first (into the ID's private shadow), so a refused mapping leaves
+    // the ring untouched.
     const std::uint16_t id = ring_.free_id;
     BufferState& b = bufs_[id];
+    const std::uint64_t capacity = VDMA_TRY(map_segments(*ops_, readable, writable, b.maps));
     if (indirect) {
       auto table = map_indirect_table(id, readable.size());
       if (!table) {
-        unmap_all(*ops_, scratch_);
+        unmap_all(*ops_, b.maps);
         return Err(table.error());
       }
-      b.table = *table;
-      write_desc(table->addr.value(), static_cast<std::uint32_t>(table->len), id, kDescFIndirect);
+      store_record(b.table, *table);
+      write_desc(b.table.addr.value(), static_cast<std::uint32_t>(b.table.len), id, kDescFIndirect);
     } else {
       for (std::size_t i = 0; i < n; ++i) {
         std::uint16_t flags = i >= readable.size() ? kDescFWrite : 0;
         if (i + 1 < n) flags |= kDescFNext;
-        write_desc(scratch_[i].addr.value(), static_cast<std::uint32_t>(scratch_[i].len), id,
-                   flags);
+        write_desc(b.maps[i].addr.value(), static_cast<std::uint32_t>(b.maps[i].len), id, flags);
       }
     }
     ring_.free_id = id_next_[id];
     --ring_.free_ids;
     ring_.num_free -= static_cast<std::uint32_t>(ring_descs);
-    b.maps.assign(scratch_.begin(), scratch_.end());
-    scratch_.clear();
     b.token = token;
     b.capacity = capacity;
     b.ring_descs = static_cast<std::uint16_t>(ring_descs);
@@ -279,7 +277,6 @@ class PackedDriverQueue {
 
   PackedDriverQueue(Ops& ops, const DriverQueueConfig& cfg, std::span<std::byte> arena)
       : ops_(&ops), cfg_(cfg), arena_(arena), bufs_(cfg.size), id_next_(cfg.size) {
-    scratch_.reserve(cfg.features.indirect ? std::max(cfg.max_indirect, 8u) : 8u);
     reset_free_lists();
   }
 
@@ -359,16 +356,17 @@ class PackedDriverQueue {
     advance(ring_.next_avail, ring_.avail_wrap, 1);
   }
 
-  // Writes scratch_ into ID's indirect table (2.8.7: WRITE is the only flag there) and
-  // maps the table to-device.
+  // Writes ID's mapped segments into its indirect table (2.8.7: WRITE is the only flag
+  // there) and maps the table to-device.
   Result<dma::MappingRecord> map_indirect_table(std::uint16_t id, std::size_t readable) {
+    const std::vector<dma::MappingRecord>& maps = bufs_[id].maps;
     auto* table =
         reinterpret_cast<PackedDesc*>(arena_.data() + std::size_t{id} * cfg_.max_indirect * 16);
-    for (std::size_t i = 0; i < scratch_.size(); ++i) {
-      table[i] = PackedDesc{scratch_[i].addr.value(), static_cast<std::uint32_t>(scratch_[i].len),
-                            0, static_cast<std::uint16_t>(i >= readable ? kDescFWrite : 0)};
+    for (std::size_t i = 0; i < maps.size(); ++i) {
+      table[i] = PackedDesc{maps[i].addr.value(), static_cast<std::uint32_t>(maps[i].len), 0,
+                            static_cast<std::uint16_t>(i >= readable ? kDescFWrite : 0)};
     }
-    return ops_->map_record(table, scratch_.size() * sizeof(PackedDesc), dma::Direction::kToDevice);
+    return ops_->map_record(table, maps.size() * sizeof(PackedDesc), dma::Direction::kToDevice);
   }
 
   // Unmaps everything buffer `id` published (from the shadow only) and frees the ID and
@@ -431,7 +429,6 @@ class PackedDriverQueue {
   std::vector<BufferState> bufs_;              // per buffer ID
   std::vector<std::uint16_t> id_next_;         // buffer-ID free-list links
   std::vector<std::uint16_t> staged_ids_;      // added since the last kick
-  std::vector<dma::MappingRecord> scratch_;
   RingState ring_;
   bool callbacks_ = true;
   bool broken_ = false;

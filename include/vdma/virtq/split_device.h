@@ -165,7 +165,7 @@ class SplitDeviceQueue {
            last_avail_;
   }
 
-  std::uint32_t size() const { return cfg_.rings.size(); }
+  std::uint32_t size() const { return size_; }
   std::uint16_t last_avail_idx() const { return last_avail_; }  // GET_VRING_BASE
   std::uint32_t in_flight() const { return static_cast<std::uint16_t>(last_avail_ - used_idx_); }
   bool broken() const { return broken_; }
@@ -176,6 +176,7 @@ class SplitDeviceQueue {
   SplitDeviceQueue(const T& t, const DeviceQueueConfig& cfg, std::uint16_t base)
       : translator_(&t),
         cfg_(cfg),
+        size_(cfg.rings.size()),
         in_flight_(cfg.rings.size(), 0),
         last_avail_(base),
         avail_cache_(base),
@@ -201,7 +202,7 @@ class SplitDeviceQueue {
   }
 
   // Adds one descriptor's buffer to the chain.
-  Result<void> add_segment(const SplitDesc& d, Chain& out) {
+  [[gnu::always_inline]] Result<void> add_segment(const SplitDesc& d, Chain& out) {
     return add_chain_segment(*translator_, d.addr, d.len, (d.flags & kDescFWrite) != 0, out);
   }
 
@@ -251,6 +252,7 @@ class SplitDeviceQueue {
 
   const T* translator_;
   DeviceQueueConfig cfg_;
+  std::uint32_t size_;                 // cfg_.rings.size()
   SplitDesc* desc_ = nullptr;          // guest-controlled
   SplitAvailHeader* avail_ = nullptr;  // guest-controlled
   SplitUsedHeader* used_ = nullptr;

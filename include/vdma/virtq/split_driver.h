@@ -96,20 +96,23 @@ class SplitDriverQueue {
     const std::size_t ring_descs = indirect ? 1 : n;
     if (ring_descs > num_free_) return Err(Errc::kQueueFull);
 
-    // Map every segment first, so a refused mapping leaves the ring untouched.
-    const std::uint64_t capacity = VDMA_TRY(map_segments(*ops_, readable, writable, scratch_));
-
+    // Map every segment first (into the private shadow), so a refused mapping leaves the
+    // ring untouched.
     const std::uint16_t head = free_head_;
     HeadState& h = heads_[head];
+    std::uint64_t capacity;
     if (indirect) {
+      std::vector<dma::MappingRecord>& maps = indirect_maps_[head];
+      capacity = VDMA_TRY(map_segments(*ops_, readable, writable, maps));
       auto r = publish_indirect(head, readable.size());
       if (!r) {
-        unmap_all(*ops_, scratch_);
+        unmap_all(*ops_, maps);
         return Err(r.error());
       }
       take_free(1);
     } else {
-      publish_direct(readable.size());
+      capacity = VDMA_TRY(map_chain(readable, writable));
+      publish_direct(n, readable.size());
     }
     h.token = token;
     h.capacity = capacity;
@@ -154,23 +157,9 @@ class SplitDriverQueue {
   // reason is in broken_reason()).
   Result<std::optional<UsedBuffer>> get_used() {
     if (broken_) return Err(Errc::kBroken);
-    // Acquire: pairs with the device's release store of used->idx, so the used entry
-    // read below is the one it wrote.
-    std::uint16_t used_idx =
-        std::atomic_ref<std::uint16_t>(used_->idx).load(std::memory_order_acquire);
-    if (used_idx == last_used_ && event_pending_) {
-      // Our used_event store must be visible before we conclude the ring is empty (and
-      // wait for an interrupt); pairs with the device's fence in publish_used(). Paid only
-      // when the ring looks empty, not per buffer.
-      event_pending_ = false;
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      used_idx = std::atomic_ref<std::uint16_t>(used_->idx).load(std::memory_order_acquire);
-    }
-    if (used_idx == last_used_) return std::optional<UsedBuffer>{};
-    const auto outstanding = static_cast<std::uint16_t>(published_idx_ - last_used_);
-    if (static_cast<std::uint16_t>(used_idx - last_used_) > outstanding) {
-      return fail(Errc::kUsedIdxJump, fmt::format("used idx {} last {} outstanding {}", used_idx,
-                                                  last_used_, outstanding));
+    if (used_cache_ == last_used_ && !refresh_used_idx()) {
+      if (broken_) return Err(Errc::kBroken);
+      return std::optional<UsedBuffer>{};
     }
     // guest-controlled (device-written): read once into locals.
     const SplitUsedElem elem = copy_used_elem(last_used_ & (cfg_.size - 1));
@@ -281,7 +270,6 @@ class SplitDriverQueue {
         heads_(cfg.size),
         avail_shadow_(cfg.size) {
     if (cfg.features.indirect) indirect_maps_.resize(cfg.size);
-    scratch_.reserve(cfg.features.indirect ? std::max(cfg.max_indirect, 8u) : 8u);
     reset_free_list();
   }
 
@@ -294,6 +282,32 @@ class SplitDriverQueue {
   std::uint16_t& avail_event() {
     return *reinterpret_cast<std::uint16_t*>(used_ring() + cfg_.size);
   }
+  // Reads used->idx once for a whole batch of used entries (into used_cache_). Returns
+  // false if nothing new arrived or the device moved the index too far (then broken).
+  bool refresh_used_idx() {
+    // Acquire: pairs with the device's release store of used->idx, so the used entries up
+    // to it, read later from the cache, are the ones it wrote.
+    std::uint16_t used_idx =
+        std::atomic_ref<std::uint16_t>(used_->idx).load(std::memory_order_acquire);
+    if (used_idx == last_used_ && event_pending_) {
+      // Our used_event store must be visible before we conclude the ring is empty (and
+      // wait for an interrupt); pairs with the device's fence in publish_used(). Paid only
+      // when the ring looks empty, not per buffer.
+      event_pending_ = false;
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      used_idx = std::atomic_ref<std::uint16_t>(used_->idx).load(std::memory_order_acquire);
+    }
+    if (used_idx == last_used_) return false;
+    const auto outstanding = static_cast<std::uint16_t>(published_idx_ - last_used_);
+    if (static_cast<std::uint16_t>(used_idx - last_used_) > outstanding) {
+      (void)fail(Errc::kUsedIdxJump, fmt::format("used idx {} last {} outstanding {}", used_idx,
+                                                 last_used_, outstanding));
+      return false;
+    }
+    used_cache_ = used_idx;
+    return true;
+  }
+
   SplitUsedElem copy_used_elem(std::uint32_t slot) {
     SplitUsedElem e;
     e.id = std::atomic_ref<std::uint32_t>(used_ring()[slot].id).load(std::memory_order_relaxed);
@@ -310,7 +324,7 @@ class SplitDriverQueue {
   }
   void reset_ring_state() {
     reset_free_list();
-    avail_idx_ = published_idx_ = last_used_ = 0;
+    avail_idx_ = published_idx_ = last_used_ = used_cache_ = 0;
     std::fill(desc_rec_.cpu, desc_rec_.cpu + SplitAreaSizes::desc(cfg_.size), std::byte{0});
     std::fill(avail_rec_.cpu, avail_rec_.cpu + SplitAreaSizes::avail(cfg_.size), std::byte{0});
     std::fill(used_rec_.cpu, used_rec_.cpu + SplitAreaSizes::used(cfg_.size), std::byte{0});
@@ -320,37 +334,65 @@ class SplitDriverQueue {
     num_free_ -= static_cast<std::uint32_t>(n);
   }
 
-  // Chains scratch_ through ring descriptors taken from the free list.
-  void publish_direct(std::size_t readable) {
+  // Maps the segments of a direct chain into the shadow of the free descriptors it will
+  // take (free list order from free_head_); on error unmaps those and returns it.
+  Result<std::uint64_t> map_chain(std::span<const Segment> readable,
+                                  std::span<const Segment> writable) {
     std::uint16_t idx = free_head_;
-    for (std::size_t i = 0; i < scratch_.size(); ++i) {
-      const bool last = i + 1 == scratch_.size();
-      std::uint16_t flags = i >= readable ? kDescFWrite : 0;
-      if (!last) flags |= kDescFNext;
-      descs_[idx].map = scratch_[i];
-      desc_[idx] = SplitDesc{scratch_[i].addr.value(), static_cast<std::uint32_t>(scratch_[i].len),
-                             flags, descs_[idx].next};
-      if (!last) idx = descs_[idx].next;
-    }
-    free_head_ = descs_[idx].next;
-    num_free_ -= static_cast<std::uint32_t>(scratch_.size());
+    return map_segments(
+        *ops_, readable, writable,
+        [&](std::size_t, const dma::MappingRecord& m) {
+          store_record(descs_[idx].map, m);
+          idx = descs_[idx].next;
+        },
+        [&](std::size_t mapped) {
+          std::uint16_t j = free_head_;
+          for (std::size_t i = 0; i < mapped; ++i, j = descs_[j].next)
+            unmap_or_log(*ops_, descs_[j].map);
+        });
   }
 
-  // Writes scratch_ into head's indirect table and maps the table to-device.
+  // One descriptor, field by field (a braced temporary is built on the stack and copied).
+  static void store_desc(SplitDesc& d, std::uint64_t addr, std::uint32_t len, std::uint16_t flags,
+                         std::uint16_t next) {
+    d.addr = addr;
+    d.len = len;
+    d.flags = flags;
+    d.next = next;
+  }
+
+  // Writes the n ring descriptors of a direct chain from the shadow map_chain() filled,
+  // linked in free list order, and takes them off the free list.
+  void publish_direct(std::size_t n, std::size_t readable) {
+    std::uint16_t idx = free_head_;
+    for (std::size_t i = 0; i < n; ++i) {
+      const DescState& st = descs_[idx];
+      std::uint16_t flags = i >= readable ? kDescFWrite : 0;
+      if (i + 1 < n) flags |= kDescFNext;
+      desc_[idx] =
+          SplitDesc{st.map.addr.value(), static_cast<std::uint32_t>(st.map.len), flags, st.next};
+      idx = st.next;
+    }
+    free_head_ = idx;
+    num_free_ -= static_cast<std::uint32_t>(n);
+  }
+
+  // Writes head's mapped segments (indirect_maps_[head]) into its indirect table and maps
+  // the table to-device.
   Result<void> publish_indirect(std::uint16_t head, std::size_t readable) {
+    const std::vector<dma::MappingRecord>& maps = indirect_maps_[head];
     auto* table =
         reinterpret_cast<SplitDesc*>(arena_.data() + std::size_t{head} * cfg_.max_indirect * 16);
-    for (std::size_t i = 0; i < scratch_.size(); ++i) {
-      const bool last = i + 1 == scratch_.size();
+    for (std::size_t i = 0; i < maps.size(); ++i) {
+      const bool last = i + 1 == maps.size();
       std::uint16_t flags = i >= readable ? kDescFWrite : 0;
       if (!last) flags |= kDescFNext;
-      table[i] = SplitDesc{scratch_[i].addr.value(), static_cast<std::uint32_t>(scratch_[i].len),
-                           flags, static_cast<std::uint16_t>(last ? 0 : i + 1)};
+      table[i] = SplitDesc{maps[i].addr.value(), static_cast<std::uint32_t>(maps[i].len), flags,
+                           static_cast<std::uint16_t>(last ? 0 : i + 1)};
     }
-    const std::uint64_t bytes = scratch_.size() * sizeof(SplitDesc);
+    const std::uint64_t bytes = maps.size() * sizeof(SplitDesc);
     dma::MappingRecord t = VDMA_TRY(ops_->map_record(table, bytes, dma::Direction::kToDevice));
-    descs_[head].map = t;
-    indirect_maps_[head].assign(scratch_.begin(), scratch_.end());
+    store_record(descs_[head].map, t);
     desc_[head] = SplitDesc{t.addr.value(), static_cast<std::uint32_t>(bytes), kDescFIndirect, 0};
     return Ok();
   }
@@ -359,10 +401,7 @@ class SplitDriverQueue {
   void recycle(std::uint16_t id) {
     HeadState& h = heads_[id];
     std::uint16_t idx = id;
-    if (h.indirect) {
-      for (const auto& m : indirect_maps_[id]) unmap_or_log(*ops_, m);
-      indirect_maps_[id].clear();
-    }
+    if (h.indirect) unmap_all(*ops_, indirect_maps_[id]);  // keeps capacity for the next add
     for (std::uint16_t i = 0; i < h.ring_descs; ++i) {
       unmap_or_log(*ops_, descs_[idx].map);
       if (i + 1 < h.ring_descs) idx = descs_[idx].next;
@@ -400,12 +439,12 @@ class SplitDriverQueue {
   std::vector<HeadState> heads_;
   std::vector<std::uint16_t> avail_shadow_;
   std::vector<std::vector<dma::MappingRecord>> indirect_maps_;
-  std::vector<dma::MappingRecord> scratch_;
   std::uint16_t free_head_ = 0;
   std::uint32_t num_free_ = 0;
   std::uint16_t avail_idx_ = 0;      // next avail slot (staged)
   std::uint16_t published_idx_ = 0;  // last value stored to avail->idx
   std::uint16_t last_used_ = 0;
+  std::uint16_t used_cache_ = 0;  // used->idx as last read (entries up to it are ours)
   bool callbacks_ = true;
   bool event_pending_ = false;  // used_event moved since the last full fence
   bool broken_ = false;

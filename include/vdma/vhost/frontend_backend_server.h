@@ -9,9 +9,10 @@
 //   IOTLB_MSG access fail   logged, ack 0
 //   CONFIG_CHANGE_MSG       counted, the callback runs, ack 0
 //   anything else           logged and refused (ack 1): this front end negotiates none
-// A malformed request is logged; one that leaves the stream out of step closes the
-// back-end channel (the main connection goes on). A hang-up of the main socket (the back
-// end died or closed) runs the disconnect callback once.
+// A malformed request is logged; one that leaves the stream out of step, or that does not
+// arrive whole in time, closes the back-end channel (the main connection goes on). A
+// hang-up of the main socket (the back end died or closed) runs the disconnect callback
+// once.
 //
 //   auto server = VDMA_TRY(BackendRequestServer::Start(std::move(ours), main.fd(), {
 //       .iotlb = &iotlb, .on_disconnect = [&] { mark_disconnected(); }}));
@@ -20,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,6 +39,9 @@ struct BackendRequestHandlers {
   FrontendIotlb* iotlb = nullptr;          // misses; nullptr: answered with nothing
   std::function<void()> on_config_change;  // from the server thread
   std::function<void()> on_disconnect;     // main socket hung up; from the server thread
+  // A back-end request that has started must arrive whole within this, else the
+  // back-end channel is closed (a stalled peer must not block the thread, or stop()).
+  std::chrono::milliseconds message_timeout{1000};
 };
 
 class BackendRequestServer {

@@ -70,6 +70,14 @@ class FrontendChannel {
   std::atomic<bool> closed_{false};
 };
 
+// Whether a whole message waits on a stream socket, without consuming anything (peeks the
+// header for its size). kReady also covers a header whose size is above the limit (the
+// channel refuses it without reading on) and an end of stream (receive() reports it).
+// Lets a reader bound the time it waits for the rest of a message a peer started:
+// Channel::receive() itself waits for the rest without a limit.
+enum class MessageReadiness { kNothing, kPartial, kReady };
+MessageReadiness peek_message(int fd);
+
 // Refusal of an ack or status value (non-zero) for `r`, logged with the request's name.
 Result<void> check_ack(FrontendRequest r, std::uint64_t status);
 

@@ -244,6 +244,7 @@ Result<void> Frontend::start_backend_server(std::optional<Channel> backend) {
   BackendRequestHandlers h;
   h.iotlb = iotlb_in_use_ ? iotlb_.get() : nullptr;
   h.on_config_change = cfg_.on_config_change;
+  h.message_timeout = cfg_.reply_timeout;
   h.on_disconnect = [this, channel] {
     channel->close();
     mark_disconnected();

@@ -1,9 +1,12 @@
 #include "vdma/vhost/frontend_channel.h"
 
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <thread>
 
 #include "vdma/base/log.h"
 #include "vdma/vhost/frontend_errors.h"
@@ -18,6 +21,22 @@ bool is_refusal(std::error_code ec) {
 }
 
 }  // namespace
+
+MessageReadiness peek_message(int fd) {
+  Header h;
+  const ssize_t n = ::recv(fd, &h, sizeof(h), MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return MessageReadiness::kReady;  // end of stream
+  if (n < 0) {
+    return errno == EAGAIN || errno == EWOULDBLOCK ? MessageReadiness::kNothing
+                                                   : MessageReadiness::kReady;  // the error
+  }
+  if (static_cast<std::size_t>(n) < sizeof(h)) return MessageReadiness::kPartial;
+  if (h.size > kMaxPayloadSize) return MessageReadiness::kReady;
+  int queued = 0;  // SIOCINQ: every byte queued on a Unix stream socket
+  if (::ioctl(fd, FIONREAD, &queued) != 0) return MessageReadiness::kReady;
+  return static_cast<std::size_t>(queued) >= sizeof(h) + h.size ? MessageReadiness::kReady
+                                                                : MessageReadiness::kPartial;
+}
 
 Result<void> check_ack(FrontendRequest r, std::uint64_t status) {
   if (status == 0) return Ok();
@@ -81,15 +100,27 @@ Result<Payload> FrontendChannel::transact(FrontendRequest r, Payload payload, Re
 }
 
 Result<void> FrontendChannel::wait_readable() {
-  pollfd p{fd_, POLLIN, 0};
+  // The whole reply must arrive within the timeout: a back end that sends half a message
+  // and stalls must not hang us in receive(), which waits for the rest without a limit.
   const auto deadline = std::chrono::steady_clock::now() + reply_timeout_;
   while (true) {
+    const MessageReadiness m = peek_message(fd_);
+    if (m == MessageReadiness::kReady) return Ok();
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    const int n = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
-    if (n > 0) return Ok();  // readable, or hung up: receive() tells which
-    if (n == 0) return Err(FrontendErrc::kReplyTimeout);
-    if (errno != EINTR) return Err(std::error_code(errno, std::system_category()));
+    if (left.count() <= 0) return Err(FrontendErrc::kReplyTimeout);
+    if (m == MessageReadiness::kPartial) {
+      // Readable already; wait for the rest in small steps, unless the peer hung up (then
+      // receive() reports the truncated message).
+      pollfd hup{fd_, POLLRDHUP, 0};
+      if (::poll(&hup, 1, 0) > 0) return Ok();
+      std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(1)));
+      continue;
+    }
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) {
+      return Err(std::error_code(errno, std::system_category()));
+    }
   }
 }
 

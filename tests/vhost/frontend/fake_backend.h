@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -40,6 +41,8 @@ enum class Garbage {
   kBadVersion,      // version bits 0x2
   kUnexpectedFd,    // a descriptor with the reply
   kSilence,         // no reply at all
+  kPartialHeader,   // 6 bytes of the header, then nothing
+  kPartialPayload,  // the header and 4 of its 8 payload bytes, then nothing
   kClose,           // close the connection instead of replying
   kNack,            // a non-zero REPLY_ACK (requests acked only)
   kConfigMismatch,  // GET_CONFIG: a config reply for another offset
@@ -285,6 +288,12 @@ class FakeBackend {
       }
       case Garbage::kSilence:
         return true;
+      case Garbage::kPartialHeader: {
+        const Header h{req, kVersion1 | kFlagReply, 8};
+        return ::send(c.fd(), &h, 6, MSG_NOSIGNAL) == 6;
+      }
+      case Garbage::kPartialPayload:
+        return send_raw(c, {req, kVersion1 | kFlagReply, 8}, u64.first(4));
       case Garbage::kClose:
         return false;
       case Garbage::kNack:

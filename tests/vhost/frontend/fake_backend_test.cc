@@ -452,6 +452,25 @@ TEST_F(FakeBackendTest, HostileBackendChannelDoesNotHurtTheMainConnection) {
   EXPECT_TRUE((*fe)->connected());
 }
 
+TEST_F(FakeBackendTest, StalledBackendChannelMessageIsDroppedNotWaitedFor) {
+  auto be = start();
+  auto guest = make_guest(dma::kTraditional);
+  FrontendConfig c = config(guest.get());
+  c.reply_timeout = 100ms;
+  {
+    auto fe = Frontend::Connect(c);
+    ASSERT_TRUE(fe) << fe.error().message();
+    const Header h{2, kVersion1 | kFlagNeedReply, 0};
+    ASSERT_TRUE(be->backend_raw(&h, 5));  // 5 of 12 header bytes, then nothing
+    std::this_thread::sleep_for(300ms);
+    EXPECT_TRUE((*fe)->read_config(0, 8));
+    EXPECT_TRUE((*fe)->connected());
+    // The back-end channel was given up: a whole request now goes unanswered.
+    auto ack = be->backend_request(BackendRequest::kConfigChangeMsg, NoPayload{});
+    EXPECT_FALSE(ack);
+  }  // destruction does not wait on the stalled message
+}
+
 // ---------------------------------------------------------------------------------------
 // Garbage replies.
 
@@ -498,6 +517,10 @@ INSTANTIATE_TEST_SUITE_P(
                                   FrontendErrc::kReplyTimeout},
                       GarbageCase{"silent_ack", FrontendRequest::kSetVringAddr, Garbage::kSilence,
                                   FrontendErrc::kReplyTimeout},
+                      GarbageCase{"partial_header", FrontendRequest::kGetFeatures,
+                                  Garbage::kPartialHeader, FrontendErrc::kReplyTimeout},
+                      GarbageCase{"partial_payload", FrontendRequest::kGetProtocolFeatures,
+                                  Garbage::kPartialPayload, FrontendErrc::kReplyTimeout},
                       GarbageCase{"close", FrontendRequest::kGetFeatures, Garbage::kClose,
                                   Errc::kPeerClosed},
                       GarbageCase{"close_mid_setup", FrontendRequest::kSetVringKick,

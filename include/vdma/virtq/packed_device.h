@@ -39,6 +39,7 @@
 
 #include "vdma/base/log.h"
 #include "vdma/base/result.h"
+#include "vdma/virtq/cache_line.h"
 #include "vdma/virtq/chain_builder.h"
 #include "vdma/virtq/errors.h"
 #include "vdma/virtq/packed_layout.h"
@@ -350,15 +351,16 @@ class PackedDeviceQueue {
     return Err(Errc::kBroken);
   }
 
+  LinePad front_pad_{};  // see cache_line.h: hot state between two pads
   const T* translator_;
   DeviceQueueConfig cfg_;
   std::uint32_t size_;                         // cfg_.rings.size()
   PackedDesc* desc_ = nullptr;                 // guest-controlled (we write used ones)
   PackedEventSuppress* driver_evt_ = nullptr;  // guest-controlled
   PackedEventSuppress* device_evt_ = nullptr;  // we write, the driver reads
-  std::vector<std::uint8_t> in_flight_;        // per buffer ID: popped, not yet returned
-  std::vector<std::uint16_t> ring_descs_;      // per buffer ID in flight: the used skip
-  std::vector<PackedDesc> gathered_;           // the chain being popped (local copies)
+  LineVector<std::uint8_t> in_flight_;         // per buffer ID: popped, not yet returned
+  LineVector<std::uint16_t> ring_descs_;       // per buffer ID in flight: the used skip
+  LineVector<PackedDesc> gathered_;            // the chain being popped (local copies)
   std::uint32_t gathered_n_ = 0;               // descriptors of it in gathered_
   Position avail_;                             // next descriptor to read
   Position used_;                              // where the next used descriptor goes
@@ -370,6 +372,7 @@ class PackedDeviceQueue {
   bool broken_ = false;
   std::string reason_;
   QueueStats stats_;
+  LinePad back_pad_{};
 };
 
 }  // namespace vdma::virtq

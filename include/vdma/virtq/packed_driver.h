@@ -38,6 +38,7 @@
 #include "vdma/base/moving_ptr.h"
 #include "vdma/base/result.h"
 #include "vdma/dma/dma_ops.h"
+#include "vdma/virtq/cache_line.h"
 #include "vdma/virtq/errors.h"
 #include "vdma/virtq/packed_layout.h"
 #include "vdma/virtq/segment_mapping.h"
@@ -419,6 +420,7 @@ class PackedDriverQueue {
     ops_ = nullptr;
   }
 
+  LinePad front_pad_{};  // see cache_line.h: hot state between two pads
   MovingPtr<Ops> ops_;
   DriverQueueConfig cfg_;
   std::span<std::byte> arena_;
@@ -426,14 +428,15 @@ class PackedDriverQueue {
   PackedDesc* desc_ = nullptr;                 // device-writable: guest-controlled
   PackedEventSuppress* driver_evt_ = nullptr;  // we write, the device reads
   PackedEventSuppress* device_evt_ = nullptr;  // device-written: guest-controlled
-  std::vector<BufferState> bufs_;              // per buffer ID
-  std::vector<std::uint16_t> id_next_;         // buffer-ID free-list links
-  std::vector<std::uint16_t> staged_ids_;      // added since the last kick
+  LineVector<BufferState> bufs_;               // per buffer ID
+  LineVector<std::uint16_t> id_next_;          // buffer-ID free-list links
+  LineVector<std::uint16_t> staged_ids_;       // added since the last kick
   RingState ring_;
   bool callbacks_ = true;
   bool broken_ = false;
   std::string reason_;
   QueueStats stats_;
+  LinePad back_pad_{};
 };
 
 }  // namespace vdma::virtq

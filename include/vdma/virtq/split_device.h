@@ -30,6 +30,7 @@
 
 #include "vdma/base/log.h"
 #include "vdma/base/result.h"
+#include "vdma/virtq/cache_line.h"
 #include "vdma/virtq/chain_builder.h"
 #include "vdma/virtq/errors.h"
 #include "vdma/virtq/split_layout.h"
@@ -250,13 +251,14 @@ class SplitDeviceQueue {
     return Err(Errc::kBroken);
   }
 
+  LinePad front_pad_{};  // see cache_line.h: hot state between two pads
   const T* translator_;
   DeviceQueueConfig cfg_;
   std::uint32_t size_;                 // cfg_.rings.size()
   SplitDesc* desc_ = nullptr;          // guest-controlled
   SplitAvailHeader* avail_ = nullptr;  // guest-controlled
   SplitUsedHeader* used_ = nullptr;
-  std::vector<std::uint8_t> in_flight_;  // per head: popped and not yet returned
+  LineVector<std::uint8_t> in_flight_;  // per head: popped and not yet returned
   std::uint16_t last_avail_;
   std::uint16_t avail_cache_;
   std::uint16_t used_idx_;
@@ -264,6 +266,7 @@ class SplitDeviceQueue {
   bool broken_ = false;
   std::string reason_;
   QueueStats stats_;
+  LinePad back_pad_{};
 };
 
 }  // namespace vdma::virtq

@@ -29,6 +29,7 @@
 #include "vdma/base/moving_ptr.h"
 #include "vdma/base/result.h"
 #include "vdma/dma/dma_ops.h"
+#include "vdma/virtq/cache_line.h"
 #include "vdma/virtq/errors.h"
 #include "vdma/virtq/segment_mapping.h"
 #include "vdma/virtq/split_layout.h"
@@ -428,6 +429,7 @@ class SplitDriverQueue {
     ops_ = nullptr;
   }
 
+  LinePad front_pad_{};  // see cache_line.h: hot state between two pads
   MovingPtr<Ops> ops_;
   DriverQueueConfig cfg_;
   std::span<std::byte> arena_;
@@ -435,9 +437,9 @@ class SplitDriverQueue {
   SplitDesc* desc_ = nullptr;          // device-visible
   SplitAvailHeader* avail_ = nullptr;  // device-visible
   SplitUsedHeader* used_ = nullptr;    // device-writable: guest-controlled
-  std::vector<DescState> descs_;
-  std::vector<HeadState> heads_;
-  std::vector<std::uint16_t> avail_shadow_;
+  LineVector<DescState> descs_;
+  LineVector<HeadState> heads_;
+  LineVector<std::uint16_t> avail_shadow_;
   std::vector<std::vector<dma::MappingRecord>> indirect_maps_;
   std::uint16_t free_head_ = 0;
   std::uint32_t num_free_ = 0;
@@ -450,6 +452,7 @@ class SplitDriverQueue {
   bool broken_ = false;
   std::string reason_;
   QueueStats stats_;
+  LinePad back_pad_{};
 };
 
 }  // namespace vdma::virtq

@@ -75,8 +75,14 @@ ThreadedEchoResult run_threaded_echo(LB& lb, const ThreadedEchoConfig& cfg) {
     free_slots.push_back(i);
   }
 
-  std::atomic<bool> stop{false};
-  std::atomic<bool> device_failed{false};
+  // Read by the device thread on every batch: on a line of its own, away from the driver
+  // thread's locals (false sharing would cost a line transfer per batch).
+  struct alignas(64) SharedFlags {
+    std::atomic<bool> stop{false};
+    std::atomic<bool> device_failed{false};
+  } flags;
+  auto& stop = flags.stop;
+  auto& device_failed = flags.device_failed;
   std::string device_error;
   std::thread device([&] {
     virtq::Chain c;

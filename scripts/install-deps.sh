@@ -9,6 +9,8 @@ packages=(
   libfmt-dev                        # log line formatting
   nlohmann-json3-dev                # machine-readable benchmark and demo output
   qemu-system-common                # qemu-storage-daemon: the vhost front end's real peer
+  qemu-system-x86 busybox-static    # tests/guest: Linux guests under QEMU (TCG)
+  cpio xz-utils                     # tests/guest: initramfs, .ko.xz kernel modules
 )
 
 missing=()

@@ -565,6 +565,31 @@ TEST_F(FakeBackendTest, GarbageOnShutdownIsSurvived) {
   EXPECT_EQ(be->count(FrontendRequest::kResetDevice), 0u);  // nothing after the garbage
 }
 
+TEST_F(FakeBackendTest, OrderlyShutdownStopsRingsThenResets) {
+  for (bool reset_device : {true, false}) {
+    FakeOptions o;
+    if (!reset_device) o.protocol.clear(kProtocolFResetDevice);
+    auto be = start(o);
+    auto guest = make_guest(dma::kTraditional);
+    FrontendConfig c = config(guest.get());
+    c.num_queues = 3;
+    {
+      auto fe = Frontend::Connect(c);
+      ASSERT_TRUE(fe) << fe.error().message();
+      EXPECT_EQ(be->count(FrontendRequest::kSetVringEnable), 3u);
+      EXPECT_EQ(be->count(FrontendRequest::kGetVringBase), 0u);
+    }
+    ASSERT_TRUE(be->wait_until([&] { return be->saw_eof(); }));
+    EXPECT_EQ(be->count(FrontendRequest::kGetVringBase), 3u);
+    const auto reqs = be->requests();
+    ASSERT_GE(reqs.size(), 2u);
+    // The last request: RESET_DEVICE when negotiated, else SET_STATUS 0 (STATUS).
+    EXPECT_EQ(reqs.back(),
+              reset_device ? FrontendRequest::kResetDevice : FrontendRequest::kSetStatus);
+    EXPECT_EQ(reqs[reqs.size() - 2], FrontendRequest::kGetVringBase);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Reconnect.
 

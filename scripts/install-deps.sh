@@ -8,6 +8,8 @@ packages=(
   libbenchmark-dev                  # Google Benchmark
   libfmt-dev                        # log line formatting
   nlohmann-json3-dev                # machine-readable benchmark and demo output
+  liburing-dev                      # virtio-blk back end: asynchronous file I/O
+  libcli11-dev                      # the vdma command line
   qemu-system-common                # qemu-storage-daemon: the vhost front end's real peer
   qemu-system-x86 busybox-static    # tests/guest: Linux guests under QEMU (TCG)
   cpio xz-utils                     # tests/guest: initramfs, .ko.xz kernel modules

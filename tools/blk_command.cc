@@ -103,45 +103,51 @@ int serve(const BlkOptions& o) {
 }  // namespace
 
 Subcommand add_blk_command(CLI::App& app) {
-  CLI::App* sub = app.add_subcommand(
-      "blk",
-      "Serve a disk image as a vhost-user virtio-blk device (a back end for QEMU's "
-      "vhost-user-blk, qemu-storage-daemon clients or the vdma front end). Runs until "
-      "SIGINT or SIGTERM.");
+  CLI::App* sub =
+      app.add_subcommand("blk", "Serve a disk image as a vhost-user virtio-blk back end");
   auto o = std::make_shared<BlkOptions>();
   auto* path = sub->add_option("-s,--socket-path", o->socket_path,
-                               "Listen on this Unix socket path (must not exist yet)");
+                               "Listen on this Unix socket path (must not exist yet)")
+                   ->type_name("PATH");
   auto* fd = sub->add_option("--fd", o->fd,
                              "Serve on an inherited socket fd: a listening socket, or one "
                              "connected to the front end")
-                 ->check(CLI::NonNegativeNumber);
+                 ->type_name("FD")
+                 ->check(CLI::NonNegativeNumber.description(""));
   path->excludes(fd);
   sub->add_option("-i,--image,--blk-file", o->image,
                   "Disk image: a regular file or a block device; its size (a multiple of "
-                  "512 bytes) is the disk's capacity");
+                  "512 bytes) is the disk's capacity")
+      ->type_name("FILE");
   sub->add_flag("-r,--read-only", o->read_only,
                 "Open the image read-only and offer VIRTIO_BLK_F_RO; writes fail with IOERR");
   sub->add_option("-q,--queues", o->queues, "Number of request queues (1-64)")
       ->default_val(1)
-      ->check(CLI::Range(1, 64));
+      ->type_name("N")
+      ->check(CLI::Range(1, 64).description(""));
   sub->add_option("--queue-size", o->queue_size, "Largest ring size accepted (1-32768)")
       ->default_val(1024)
-      ->check(CLI::Range(1, 32768));
+      ->type_name("N")
+      ->check(CLI::Range(1, 32768).description(""));
   sub->add_option("--engine", o->engine,
                   "I/O engine: io_uring, threads (a worker pool), or auto (io_uring if the "
                   "kernel allows it)")
       ->default_val("auto")
-      ->check(CLI::IsMember({"auto", "io_uring", "threads"}));
+      ->type_name("KIND")
+      ->check(CLI::IsMember({"auto", "io_uring", "threads"}).description(""));
   sub->add_option("--serial", o->serial,
-                  "Identity returned by GET_ID (up to 20 bytes; default: the image's file name)");
+                  "Identity returned by GET_ID (up to 20 bytes; default: the image's file name)")
+      ->type_name("TEXT");
   sub->add_flag("--print-capabilities", o->print_capabilities,
                 "Print the back end's capabilities as JSON (vhost-user.json) and exit");
   sub->footer(
+      "Serves each front end that connects on its own thread until SIGINT or SIGTERM (with "
+      "--fd on a connected socket: until that connection ends).\n\n"
       "Examples:\n"
       "  vdma blk --socket-path /tmp/blk.sock --image disk.img\n"
       "  vdma blk --fd 3 --image disk.img --read-only --queues 4\n"
-      "Log level: VDMA_LOG=debug|info|warn|error. Exit codes: 0 stopped by a signal, 1 "
-      "runtime failure, 2 usage error.");
+      "Log level: VDMA_LOG=debug|info|warn|error. Exit codes: 0 clean stop, 1 runtime "
+      "failure (image, socket), 2 usage error.");
   return {sub, [sub, o]() -> int {
             if (o->print_capabilities) return print_capabilities();
             if (o->socket_path.empty() && o->fd < 0) {

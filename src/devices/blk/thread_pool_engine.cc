@@ -90,7 +90,8 @@ class ThreadPoolEngine final : public IoEngine {
   void flush() override {}
 
   std::size_t reap(bool wait, const std::function<void(IoOp&)>& done) override {
-    (void)::eventfd_read(event_.get(), nullptr);
+    eventfd_t count = 0;
+    (void)::eventfd_read(event_.get(), &count);  // EAGAIN when nothing was signalled
     std::vector<IoOp*> ready;
     {
       std::unique_lock lock(mu_);

@@ -57,7 +57,8 @@ class UringEngine final : public IoEngine {
   }
 
   std::size_t reap(bool wait, const std::function<void(IoOp&)>& done) override {
-    (void)::eventfd_read(event_.get(), nullptr);  // EAGAIN when nothing was signalled
+    eventfd_t count = 0;
+    (void)::eventfd_read(event_.get(), &count);  // EAGAIN when nothing was signalled
     std::size_t n = 0;
     while (true) {
       io_uring_cqe* cqe = nullptr;

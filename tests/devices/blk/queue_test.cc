@@ -146,6 +146,9 @@ TEST_P(BlkQueueTest, CompletionFdSignalsAndReapCompletes) {
   EXPECT_EQ(reaped, 1u);
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].head, 3);
+  // Reaped: the fd is quiet again (an event loop would spin otherwise).
+  pollfd p{queue->completion_fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
 }
 
 TEST_P(BlkQueueTest, FlushAfterWritesSucceeds) {

@@ -168,10 +168,20 @@ wait "$qemu_pid" || qemu_rc=$?
 elapsed_ms=$(($(date +%s%N) / 1000000 - start_ms))
 elapsed="$((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100))"
 
-backend_alive=1
+# Stop the back end now (SIGTERM: a clean exit) so its exit status and anything a
+# sanitizer prints at exit (leaks) count too.
+backend_alive=1 backend_rc=0
 kill -0 "$backend_pid" 2>/dev/null || backend_alive=0
-if grep -qE 'ERROR: AddressSanitizer|runtime error:|ThreadSanitizer' "$work/backend.log" 2>/dev/null; then
+kill -TERM "$backend_pid" 2>/dev/null || true
+for _ in $(seq 100); do kill -0 "$backend_pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$backend_pid" 2>/dev/null && fail "the back end did not exit within 10 s of SIGTERM"
+wait "$backend_pid" || backend_rc=$?
+pids=() # both reaped: nothing left for cleanup to kill
+if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$work/backend.log" 2>/dev/null; then
   fail "sanitizer report in the back end's log"
+fi
+if [ "$backend" = vdma ] && ((backend_alive && backend_rc != 0)); then
+  fail "the back end exited with $backend_rc after SIGTERM"
 fi
 
 if ((expect_refusal)); then

@@ -2,10 +2,14 @@
 // vhost-user back end's socket, negotiates, shares the guest memory its platform allows,
 // and drives the device's virtqueues through the Guest's DMA API.
 //
-// Connect() runs, in order: SET_OWNER, GET_FEATURES, GET/SET_PROTOCOL_FEATURES (when
-// VHOST_USER_F_PROTOCOL_FEATURES is offered), GET_QUEUE_NUM (MQ), SET_BACKEND_REQ_FD, the
-// platform check, SET_FEATURES, SET_STATUS (STATUS), the memory table, then per queue
-// SET_VRING_NUM / BASE / ADDR / CALL / KICK, SET_VRING_ENABLE and SET_STATUS(DRIVER_OK).
+// Connect() runs, in order: SET_OWNER, GET_FEATURES, the platform check and the feature
+// choice, GET/SET_PROTOCOL_FEATURES (when VHOST_USER_F_PROTOCOL_FEATURES is offered),
+// GET_QUEUE_NUM (MQ), SET_BACKEND_REQ_FD (BACKEND_REQ; a thread answers the back end's
+// requests and watches for hang-ups), SET_FEATURES, SET_STATUS (STATUS), the memory table
+// (GET_MAX_MEM_SLOTS + ADD_MEM_REG per region with CONFIGURE_MEM_SLOTS, else one
+// SET_MEM_TABLE), then per queue SET_VRING_NUM / BASE / ADDR / CALL / KICK, then
+// SET_VRING_ENABLE per queue and SET_STATUS(DRIVER_OK). Destruction: GET_VRING_BASE per
+// queue, RESET_DEVICE (or SET_STATUS 0), close.
 // With REPLY_ACK negotiated every request without a reply body is acked and every ack is
 // checked; every reply is validated, and a back end that answers wrongly (type, size,
 // garbage) or not in time gets a clear error and a closed connection.

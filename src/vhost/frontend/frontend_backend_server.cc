@@ -53,41 +53,43 @@ void BackendRequestServer::stop() {
 
 void BackendRequestServer::run() {
   bool watch_main = true;
-  // Since when the back-end channel holds a message that has not fully arrived.
-  std::optional<std::chrono::steady_clock::time_point> partial_since;
+  // Whether, and since when, the back-end channel holds a message not fully arrived.
+  bool partial = false;
+  std::chrono::steady_clock::time_point partial_since{};
   while (true) {
     // Slot 0: stop; 1: main socket hang-up only (its replies belong to FrontendChannel);
     // 2: back-end requests, unless a partial message is pending (then it is re-checked
     // every millisecond). A negative fd is ignored by poll.
-    const bool watch_backend = backend_.has_value() && !partial_since;
+    const bool watch_backend = backend_.has_value() && !partial;
     std::array<pollfd, 3> p{pollfd{stop_fd_.get(), POLLIN, 0},
                             pollfd{watch_main ? main_fd_ : -1, POLLRDHUP, 0},
                             pollfd{watch_backend ? backend_->fd() : -1, POLLIN, 0}};
-    if (::poll(p.data(), p.size(), partial_since ? 1 : -1) < 0) {
+    if (::poll(p.data(), p.size(), partial ? 1 : -1) < 0) {
       if (errno == EINTR) continue;
       log_error(kLog, "back-end channel poll failed: {}", std::strerror(errno));
       return;
     }
     if (p[0].revents != 0) return;
-    if (backend_ && (p[2].revents != 0 || partial_since)) {
+    if (backend_ && (p[2].revents != 0 || partial)) {
       switch (peek_message(backend_->fd())) {
         case MessageReadiness::kReady:
-          partial_since.reset();
+          partial = false;
           if (!serve_one()) {
             log_warn(kLog, "back-end channel closed");
             backend_.reset();
           }
           break;
         case MessageReadiness::kPartial:
-          if (!partial_since) partial_since = std::chrono::steady_clock::now();
-          if (std::chrono::steady_clock::now() - *partial_since > handlers_.message_timeout) {
+          if (!partial) partial_since = std::chrono::steady_clock::now();
+          partial = true;
+          if (std::chrono::steady_clock::now() - partial_since > handlers_.message_timeout) {
             log_error(kLog, "back-end channel: a message did not arrive whole; closing it");
             backend_.reset();
-            partial_since.reset();
+            partial = false;
           }
           break;
         case MessageReadiness::kNothing:
-          partial_since.reset();
+          partial = false;
           break;
       }
     }

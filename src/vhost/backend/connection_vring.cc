@@ -11,6 +11,7 @@ namespace vdma::vhost {
 namespace {
 
 constexpr std::string_view kLog = "vhost.backend";
+constexpr int kMaxPasses = 16;  // device passes per kick before yielding to other events
 
 }  // namespace
 
@@ -202,8 +203,20 @@ void BackendConnection::process(std::uint16_t index) {
     return;
   }
   DeviceRing& ring = *v.ring;
-  if (ring.waiting_for_iotlb() || ring.broken()) return;
-  device_.process(ring);
+  // Serve until the ring is empty with kicks re-armed (2.7.10 / 2.8.21: after enabling
+  // notifications, check again, a buffer may have arrived before the driver saw it). A
+  // driver that keeps the ring busy gets a bounded number of passes; then a kick to
+  // ourselves lets the connection's other events in first.
+  for (int pass = 0; !ring.waiting_for_iotlb() && !ring.broken(); ++pass) {
+    if (pass == kMaxPasses) {
+      if (v.kick) EventLoop::signal_eventfd(v.kick.get());
+      break;
+    }
+    device_.process(ring);
+    if (ring.waiting_for_iotlb() || ring.broken()) break;
+    ring.set_notifications(true);
+    if (!ring.has_available()) break;
+  }
   if (auto miss = ring.take_miss()) send_miss(miss->iova, miss->access);
   if (ring.broken() && !v.error_signalled) {
     v.error_signalled = true;

@@ -15,6 +15,7 @@
 
 #include "../test_util.h"
 #include "vdma/dma/guest.h"
+#include "vdma/testing/echo_device.h"
 #include "vdma/testing/loopback.h"
 #include "vdma/vhost/backend.h"
 #include "vdma/vhost/channel.h"
@@ -23,42 +24,7 @@
 
 namespace vdma::vhost::test {
 
-// Copies what it reads into what it may write; counts chains.
-class EchoDevice final : public BackendDevice {
- public:
-  explicit EchoDevice(std::uint16_t queues = 2, FeatureSet extra = {})
-      : queues_(queues), extra_(extra) {}
-  FeatureSet features() const override {
-    return FeatureSet{kVirtioFVersion1, kVirtioFRingIndirectDesc, kVirtioFRingEventIdx,
-                      kVirtioFRingPacked, kVirtioFAccessPlatform} |
-           extra_;
-  }
-  ProtocolFeatureSet protocol_features() const override { return {kProtocolFConfig}; }
-  std::uint16_t num_queues() const override { return queues_; }
-  Result<void> read_config(std::uint32_t offset, std::span<std::uint8_t> out) override {
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::uint8_t>(offset + i);
-    return Ok();
-  }
-  void process(DeviceRing& ring) override {
-    virtq::Chain c;
-    while (true) {
-      auto r = ring.pop(c);
-      if (!r) {
-        if (ring.broken()) break;
-        continue;
-      }
-      if (!*r) break;
-      (void)ring.push_used(c.head, testing::echo_chain(c));
-      ++chains;
-    }
-    ring.notify();
-  }
-  std::uint64_t chains = 0;
-
- private:
-  std::uint16_t queues_;
-  FeatureSet extra_;
-};
+using testing::EchoDevice;
 
 // A temp directory removed at the end.
 struct TempDir {

@@ -15,6 +15,7 @@
 # (QEMU's built-in virtio-blk-pci, no vhost-user: checks the guest side of a variant).
 # --expect-refusal: QEMU must refuse to start the device (qsd lacks ACCESS_PLATFORM).
 # --append 'ARGS': more kernel arguments (e.g. loglevel=7 to see the kernel's messages).
+# --device-opts 'k=v,...': more properties for the virtio-blk device (e.g. packed=on).
 # --timeout S: QEMU's time limit (default 120).
 # Environment: VDMA_LOG is passed to the vdma back end (debug logs every request);
 # VDMA_BLK_ARGS adds arguments to `vdma blk` (e.g. "--engine threads").
@@ -22,6 +23,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 variant="" backend="" vdma="" cache="" work="" expect_refusal=0 timeout_s=120 more_args=""
+dev_opts=""
 
 usage() {
   sed -n '2,16p' "${BASH_SOURCE[0]}" >&2
@@ -36,6 +38,7 @@ while (($#)); do
     --work) work=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --append) more_args=$2; shift 2 ;;
+    --device-opts) dev_opts=$2; shift 2 ;;
     --expect-refusal) expect_refusal=1; shift ;;
     *) usage ;;
   esac
@@ -136,6 +139,7 @@ case "$variant" in
   *) usage ;;
 esac
 append+=" $more_args"
+[ -z "$dev_opts" ] || dev+=",$dev_opts"
 
 start_ms=$(($(date +%s%N) / 1000000))
 timeout --kill-after=5 "$timeout_s" "$qemu" -nodefaults -no-user-config -machine "$machine" \

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "blk_test_util.h"
+#include "vdma/base/log.h"
 
 namespace vdma::blk::test {
 namespace {
@@ -272,6 +273,31 @@ TEST(BlkEngine, AdvanceWalksIovecsOnShortTransfers) {
   stuck.iov = {{a.data(), a.size()}};
   EXPECT_FALSE(account(stuck, 0));
   EXPECT_EQ(stuck.result, -EIO);
+}
+
+TEST(BlkEngine, AutoFallsBackToTheThreadPoolWhenIoUringInitFails) {
+  TempImage img;
+  auto d = Disk::Open({.path = img.path});
+  ASSERT_TRUE(d);
+  // io_uring_queue_init refuses 0 entries (EINVAL): as on a kernel without io_uring.
+  EXPECT_FALSE(CreateIoUringEngine((*d)->fd(), 0));
+  ScopedLogCapture logs;
+  auto e = CreateIoEngine((*d)->fd(), {.kind = EngineKind::kAuto, .entries = 0, .threads = 2});
+  ASSERT_TRUE(e) << e.error().message();
+  EXPECT_STREQ((*e)->name(), "thread-pool");
+  EXPECT_TRUE(logs.contains("io_uring unavailable"));
+  // And it does I/O.
+  std::vector<std::uint8_t> buf(4096, 0x5a);
+  IoOp op;
+  op.kind = IoKind::kWrite;
+  op.offset = 8192;
+  op.iov = {{buf.data(), buf.size()}};
+  (*e)->submit(op);
+  (*e)->flush();
+  std::size_t n = 0;
+  while (n == 0) n = (*e)->reap(true, [](IoOp&) {});
+  EXPECT_EQ(op.result, 4096);
+  EXPECT_EQ(img.read(8192, 4096), buf);
 }
 
 TEST(BlkDisk, OpenErrors) {

@@ -26,12 +26,35 @@ class DirectOps final : public DmaOps {
  public:
   // `coherent` must outlive the ops; coherent_dma is the pool's Gpa.
   DirectOps(const memory::GuestMemory& memory, CoherentPool& coherent, DmaAddr coherent_dma)
-      : memory_(memory), coherent_(coherent), coherent_dma_(coherent_dma) {}
+      : memory_(memory), coherent_(coherent), coherent_dma_(coherent_dma) {
+    // The hot region: the largest shared one (guest RAM when it is shared), fixed now so
+    // the fast path reads only immutable state (no race between data-path threads).
+    for (const memory::GuestRegion& r : memory.regions()) {
+      if (r.shared() && r.size > hot_size_) {
+        hot_base_ = reinterpret_cast<std::uintptr_t>(r.host);
+        hot_size_ = r.size;
+        hot_gpa_ = r.gpa.value();
+      }
+    }
+  }
 
   OpsKind kind() const override { return OpsKind::kDirect; }
   std::uint64_t max_mapping_size() const override { return UINT64_MAX; }
 
   Result<MappingRecord> map_record(void* cpu, std::uint64_t len, Direction dir) override {
+    // Fast path: inside the hot region. `len - 1 < hot_size_ - off` rejects len 0 (it
+    // wraps) and any range running past the end, in one compare; `off < hot_size_` rejects
+    // an address below the region (it wraps too).
+    const std::uint64_t off = reinterpret_cast<std::uintptr_t>(cpu) - hot_base_;
+    if (off < hot_size_ && len - 1 < hot_size_ - off) {
+      return MappingRecord{DmaAddr{hot_gpa_ + off}, static_cast<std::byte*>(cpu), len, 0, dir};
+    }
+    return map_other(cpu, len, dir);
+  }
+
+ private:
+  // Any other shared region, or the error.
+  Result<MappingRecord> map_other(void* cpu, std::uint64_t len, Direction dir) const {
     if (len == 0) return Err(Errc::kZeroLength);
     auto* p = static_cast<std::byte*>(cpu);
     const memory::GuestRegion* r = memory_.region_holding(p);
@@ -43,6 +66,8 @@ class DirectOps final : public DmaOps {
     return MappingRecord{DmaAddr{r->gpa.value() + static_cast<std::uint64_t>(p - r->host)}, p, len,
                          0, dir};
   }
+
+ public:
   // Stateless: nothing to undo. (A double unmap of a record is therefore harmless here;
   // the RAII Mapping still reports kNotMapped for it.)
   Result<void> unmap_record(const MappingRecord&) override { return Ok(); }
@@ -67,6 +92,9 @@ class DirectOps final : public DmaOps {
   const memory::GuestMemory& memory_;
   CoherentPool& coherent_;
   DmaAddr coherent_dma_;
+  std::uintptr_t hot_base_ = 0;
+  std::uint64_t hot_size_ = 0;  // 0: no shared region (every map takes the slow path)
+  std::uint64_t hot_gpa_ = 0;
 };
 
 }  // namespace vdma::dma

@@ -7,8 +7,8 @@
 #include <cstring>
 #include <thread>
 
-#include "echo_device.h"
 #include "qsd.h"
+#include "vdma/testing/echo_device.h"
 #include "vdma/testing/patterns.h"
 #include "vdma/vhost/backend.h"
 #include "vdma/vhost/frontend.h"
@@ -17,7 +17,7 @@ namespace vdma::vhost {
 namespace {
 
 using namespace std::chrono_literals;
-using test::EchoDevice;
+using vdma::testing::EchoDevice;
 using vdma::testing::fill_pattern;
 using vdma::testing::first_mismatch;
 

@@ -11,9 +11,10 @@
 #include <set>
 #include <thread>
 
-#include "echo_device.h"
 #include "qsd.h"
+#include "vdma/testing/echo_device.h"
 #include "vdma/testing/patterns.h"
+#include "vdma/vhost/backend.h"
 #include "vdma/vhost/frontend.h"
 
 namespace vdma::vhost {
@@ -34,7 +35,7 @@ class ReconnectProperty : public ::testing::TestWithParam<std::uint32_t> {
   std::string socket() const { return dir_.path() + "/echo.sock"; }
   void start_server() {
     auto s = BackendServer::Create({.socket_path = socket(), .make_device = [] {
-                                      return std::make_unique<test::EchoDevice>();
+                                      return std::make_unique<vdma::testing::EchoDevice>();
                                     }});
     ASSERT_TRUE(s) << s.error().message();
     server_ = std::move(*s);

@@ -84,9 +84,14 @@ class DeviceRing {
   std::uint32_t in_flight() const {
     return std::visit([](const auto& q) { return q.in_flight(); }, queue_);
   }
-  // GET_VRING_BASE's answer: split last avail index, packed (wrap << 15) | position.
-  std::uint16_t base() const {
-    return std::visit([](const auto& q) { return q.last_avail_idx(); }, queue_);
+  // GET_VRING_BASE's answer. Split: the last avail index. Packed (as QEMU reads it): bits
+  // 0..14 the next avail position and bit 15 its wrap counter, bits 16..31 the same for
+  // the next used position.
+  std::uint32_t base() const {
+    if (const auto* p = std::get_if<Packed>(&queue_)) {
+      return std::uint32_t{p->last_avail_idx()} | (std::uint32_t{p->last_used_idx()} << 16);
+    }
+    return std::get<Split>(queue_).last_avail_idx();
   }
   const virtq::QueueStats& stats() const {
     return std::visit([](const auto& q) -> const virtq::QueueStats& { return q.stats(); }, queue_);

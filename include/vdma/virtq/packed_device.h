@@ -194,6 +194,10 @@ class PackedDeviceQueue {
   std::uint16_t last_avail_idx() const {
     return static_cast<std::uint16_t>(avail_.pos | (avail_.wrap ? 0x8000u : 0u));
   }
+  // Where the next used descriptor goes, encoded the same way.
+  std::uint16_t last_used_idx() const {
+    return static_cast<std::uint16_t>(used_.pos | (used_.wrap ? 0x8000u : 0u));
+  }
   std::uint32_t in_flight() const { return in_flight_chains_; }
   bool broken() const { return broken_; }
   const std::string& broken_reason() const { return reason_; }

@@ -256,7 +256,10 @@ Result<std::optional<Payload>> BackendConnection::handle_status(DecodedMessage& 
   if (m.request == FrontendRequest::kGetStatus) return Payload{U64{status_}};
   const std::uint64_t s = std::get<U64>(m.payload).value;
   if (s > 0xff) return Err(Errc::kInvalidField);
-  if (s == 0 && status_ != 0) reset_state();  // writing 0 resets the device (2.1)
+  // Writing 0 resets the device (2.1.2), but QEMU 7.2 writes 0 to *stop* it and then goes
+  // on with SET_VRING_ENABLE 0 and GET_VRING_BASE under the features it negotiated: stop
+  // the rings (answering GET_VRING_BASE from where they stopped) and keep the rest.
+  if (s == 0 && status_ != 0) stop_all_rings();
   status_ = static_cast<std::uint8_t>(s);
   return std::nullopt;
 }

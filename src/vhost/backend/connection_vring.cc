@@ -50,8 +50,10 @@ Result<std::optional<Payload>> BackendConnection::handle_vring(DecodedMessage& m
       const auto s = std::get<VringState>(m.payload);
       Vring* v = VDMA_TRY(vring_at(s.index));
       if (v->ring) return Err(Errc::kVringStarted);
-      if (s.num > 0xffff) return Err(Errc::kInvalidField);
-      v->base = static_cast<std::uint16_t>(s.num);
+      // Split: a 16-bit avail index. Packed: QEMU also sends the used position in bits
+      // 16..31; resuming needs no in-flight chains, so the two agree and avail is used.
+      if (s.num > 0xffff && !features_.has(kVirtioFRingPacked)) return Err(Errc::kInvalidField);
+      v->base = s.num;
       return std::nullopt;
     }
     case FrontendRequest::kGetVringBase: {
@@ -152,12 +154,13 @@ void BackendConnection::try_start(std::uint16_t index) {
   cfg.rings.device = DmaAddr{used};
   auto make = [&]() -> Result<std::variant<DeviceRing::Split, DeviceRing::Packed>> {
     if (packed) {
-      const std::uint16_t base = v.base.value_or(DeviceRing::Packed::kInitialBase);
+      const auto base =
+          static_cast<std::uint16_t>(v.base.value_or(DeviceRing::Packed::kInitialBase) & 0xffff);
       return std::variant<DeviceRing::Split, DeviceRing::Packed>(
           VDMA_TRY(DeviceRing::Packed::Create(v.translator, cfg, base)));
     }
-    return std::variant<DeviceRing::Split, DeviceRing::Packed>(
-        VDMA_TRY(DeviceRing::Split::Create(v.translator, cfg, v.base.value_or(0))));
+    return std::variant<DeviceRing::Split, DeviceRing::Packed>(VDMA_TRY(DeviceRing::Split::Create(
+        v.translator, cfg, static_cast<std::uint16_t>(v.base.value_or(0)))));
   };
   auto q = make();
   if (!q) {

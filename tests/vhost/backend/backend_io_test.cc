@@ -154,7 +154,9 @@ TYPED_TEST(BackendIoTest, GetVringBaseStopsAndTheRingResumesThere) {
   ASSERT_TRUE(base) << base.error().message();
   const std::uint32_t num = std::get<VringState>(*base).num;
   if (TypeParam::kPacked) {
-    EXPECT_EQ(num, 0x8000u | 14u);  // wrap counter still 1; 7 chains of 2 descriptors
+    // Wrap counter still 1, position 14 (7 chains of 2 descriptors), for avail (bits
+    // 0..15) and used (bits 16..31) alike.
+    EXPECT_EQ(num, 0x800eu | (0x800eu << 16));
   } else {
     EXPECT_EQ(num, 7u);
   }

@@ -99,7 +99,19 @@ TEST_F(BackendProtocolTest, ConfigWriteTheDeviceRefusesIsNacked) {
   EXPECT_EQ(*s().acked(FrontendRequest::kSetConfig, w), 1u);
 }
 
-TEST_F(BackendProtocolTest, StatusRoundTripsAndZeroResets) {
+TEST_F(BackendProtocolTest, StatusZeroStopsButKeepsTheNegotiation) {
+  own_and_ack();
+  const FeatureSet f{kVirtioFVersion1, kVhostUserFProtocolFeatures};
+  ASSERT_EQ(*s().acked(FrontendRequest::kSetFeatures, U64{f.bits()}), 0u);
+  ASSERT_EQ(*s().acked(FrontendRequest::kSetStatus, U64{0x0f}), 0u);
+  // QEMU 7.2 stops a device this way: status 0, then ENABLE 0 and GET_VRING_BASE.
+  ASSERT_EQ(*s().acked(FrontendRequest::kSetStatus, U64{0}), 0u);
+  EXPECT_EQ(*s().acked(FrontendRequest::kSetVringEnable, VringState{0, 0}), 0u);
+  auto base = s().get(FrontendRequest::kGetVringBase, VringState{0, 0});
+  ASSERT_TRUE(base) << base.error().message();
+}
+
+TEST_F(BackendProtocolTest, StatusRoundTrips) {
   own_and_ack();
   ASSERT_EQ(*s().acked(FrontendRequest::kSetStatus, U64{0x0f}), 0u);
   EXPECT_EQ(*s().get_u64(FrontendRequest::kGetStatus), 0x0fu);

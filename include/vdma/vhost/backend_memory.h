@@ -49,6 +49,14 @@ class BackendMemory {
   // outside one region (callers map it to their own error), kRegionOverflow on wrap.
   Result<std::byte*> gpa_to_host(std::uint64_t gpa, std::uint64_t len) const;
   Result<std::byte*> uva_to_host(std::uint64_t uva, std::uint64_t len) const;
+  // The longest prefix of [addr, addr + len) inside one region: its host address and
+  // length (> 0). kRingNotMapped if `addr` itself is outside every region.
+  struct Piece {
+    std::byte* host;
+    std::uint64_t len;
+  };
+  Result<Piece> gpa_prefix(std::uint64_t gpa, std::uint64_t len) const;
+  Result<Piece> uva_prefix(std::uint64_t uva, std::uint64_t len) const;
   // The guest-physical address of a user address (ring addresses), if mapped.
   Result<std::uint64_t> uva_to_gpa(std::uint64_t uva, std::uint64_t len) const;
 

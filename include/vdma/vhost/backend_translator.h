@@ -60,6 +60,33 @@ class BackendTranslator {
     return *host;
   }
 
+  // The longest host-contiguous prefix of [a, a + len) (virtq::PieceTranslator): QEMU's
+  // IOTLB answers in pages whose targets need not be adjacent, and the memory table may
+  // split a range too. A miss is reported at the first address not covered.
+  Result<virtq::DeviceSegment> translate_piece(DmaAddr a, std::uint64_t len,
+                                               memory::Access acc) const {
+    if (len == 0) return Err(virtq::Errc::kZeroLengthDesc);
+    if (!checked_end(a.value(), len)) return Err(virtq::Errc::kAddressOverflow);
+    std::uint64_t target = a.value();
+    std::uint64_t piece = len;
+    if (iotlb_ != nullptr) {
+      auto t = iotlb_->lookup_prefix(Iova{a.value()}, len, acc, cursor_);
+      if (!t) {
+        if (t.error() == memory::Errc::kIotlbMiss) {
+          miss_ = Miss{a.value(), acc};
+          return Err(virtq::Errc::kTranslationMiss);
+        }
+        return Err(virtq::translation_error(t.error()));
+      }
+      target = t->target;
+      piece = t->len;
+    }
+    auto p =
+        iotlb_ != nullptr ? memory_->uva_prefix(target, piece) : memory_->gpa_prefix(target, piece);
+    if (!p) return Err(virtq::Errc::kAddressNotMapped);
+    return virtq::DeviceSegment{p->host, static_cast<std::uint32_t>(p->len)};
+  }
+
   // The miss the last failed translation hit, once.
   std::optional<Miss> take_miss() const { return std::exchange(miss_, std::nullopt); }
 
@@ -70,6 +97,6 @@ class BackendTranslator {
   mutable std::optional<Miss> miss_;
 };
 
-static_assert(virtq::Translator<BackendTranslator>);
+static_assert(virtq::PieceTranslator<BackendTranslator>);
 
 }  // namespace vdma::vhost

@@ -26,15 +26,27 @@ template <Translator T>
   if (!writable && !out.writable.empty()) return Err(Errc::kReadableAfterWritable);
   // Checked before translating: a used length is 32 bits.
   if (out.readable_bytes + out.writable_bytes + len > UINT32_MAX) return Err(Errc::kChainTooLarge);
-  std::byte* host = VDMA_TRY(translator.translate(
-      DmaAddr{addr}, len, writable ? memory::Access::kWrite : memory::Access::kRead));
-  if (writable) {
-    out.writable.push_back({host, len});
-    out.writable_bytes += len;
+  const memory::Access access = writable ? memory::Access::kWrite : memory::Access::kRead;
+  auto& segments = writable ? out.writable : out.readable;
+  if constexpr (PieceTranslator<T>) {
+    // A descriptor may be contiguous in DMA space but not behind it (an IOTLB in pages
+    // whose targets are scattered): it becomes several host segments.
+    std::uint64_t a = addr;
+    std::uint32_t left = len;
+    while (left != 0) {
+      if (out.readable.size() + out.writable.size() >= kMaxChainSegments) {
+        return Err(Errc::kChainTooLong);
+      }
+      const DeviceSegment piece = VDMA_TRY(translator.translate_piece(DmaAddr{a}, left, access));
+      segments.push_back(piece);
+      a += piece.len;
+      left -= piece.len;
+    }
   } else {
-    out.readable.push_back({host, len});
-    out.readable_bytes += len;
+    std::byte* host = VDMA_TRY(translator.translate(DmaAddr{addr}, len, access));
+    segments.push_back({host, len});
   }
+  (writable ? out.writable_bytes : out.readable_bytes) += len;
   return Ok();
 }
 

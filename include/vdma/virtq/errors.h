@@ -26,7 +26,8 @@ enum class Errc {
   kAvailIdxJump,           // more buffers made available than the queue holds
   kDescIndexOutOfRange,    // head or next index >= queue size (or table length)
   kDescLoop,               // a chain revisits a descriptor
-  kChainTooLong,           // more descriptors than the queue (or table) holds
+  kChainTooLong,           // more descriptors than the queue (or table) holds, or more
+                           // than kMaxChainSegments host segments once translated
   kNestedIndirect,         // an indirect descriptor inside an indirect table
   kIndirectNotNegotiated,  // INDIRECT flag without VIRTIO_F_RING_INDIRECT_DESC
   kIndirectWithNext,       // an indirect descriptor that also has NEXT / is not alone

@@ -21,6 +21,7 @@
 #include "vdma/memory/guest_memory.h"
 #include "vdma/memory/iotlb.h"
 #include "vdma/virtq/errors.h"
+#include "vdma/virtq/types.h"
 
 namespace vdma::virtq {
 
@@ -28,6 +29,19 @@ template <class T>
 concept Translator = requires(const T& t, DmaAddr a, std::uint64_t len, memory::Access acc) {
   { t.translate(a, len, acc) } -> std::same_as<Result<std::byte*>>;
 };
+
+// A Translator that can also translate the longest host-contiguous prefix of a range
+// (`len` of the answer <= the length asked, never 0): a device then splits a descriptor
+// into several host segments instead of refusing it.
+template <class T>
+concept PieceTranslator = Translator<T> &&
+    requires(const T& t, DmaAddr a, std::uint64_t len, memory::Access acc) {
+  { t.translate_piece(a, len, acc) } -> std::same_as<Result<DeviceSegment>>;
+};
+
+// The most host segments one chain may become (descriptors split by a PieceTranslator
+// included); beyond it the chain is refused with kChainTooLong.
+inline constexpr std::size_t kMaxChainSegments = 4096;
 
 // The virtq error for a failed memory-module lookup.
 inline Errc translation_error(std::error_code ec) {

@@ -1,6 +1,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include "vdma/base/log.h"
 #include "vdma/memory/address.h"
 #include "vdma/vhost/backend_memory.h"
@@ -145,6 +147,22 @@ Result<std::byte*> BackendMemory::uva_to_host(std::uint64_t uva, std::uint64_t l
   const Region* r = find_uva(uva, len);
   if (r == nullptr) return Err(Errc::kRingNotMapped);
   return r->host + (uva - r->desc.user_addr);
+}
+
+Result<BackendMemory::Piece> BackendMemory::gpa_prefix(std::uint64_t gpa, std::uint64_t len) const {
+  if (len == 0 || !checked_end(gpa, len)) return Err(Errc::kRegionOverflow);
+  const Region* r = find_gpa(gpa, 1);
+  if (r == nullptr) return Err(Errc::kRingNotMapped);
+  const std::uint64_t off = gpa - r->desc.guest_addr;
+  return Piece{r->host + off, std::min(len, r->desc.size - off)};
+}
+
+Result<BackendMemory::Piece> BackendMemory::uva_prefix(std::uint64_t uva, std::uint64_t len) const {
+  if (len == 0 || !checked_end(uva, len)) return Err(Errc::kRegionOverflow);
+  const Region* r = find_uva(uva, 1);
+  if (r == nullptr) return Err(Errc::kRingNotMapped);
+  const std::uint64_t off = uva - r->desc.user_addr;
+  return Piece{r->host + off, std::min(len, r->desc.size - off)};
 }
 
 Result<std::uint64_t> BackendMemory::uva_to_gpa(std::uint64_t uva, std::uint64_t len) const {

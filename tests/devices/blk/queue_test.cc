@@ -321,7 +321,7 @@ TEST(BlkDisk, ConfigSpace) {
   EXPECT_EQ(c.capacity, 6144u);
   EXPECT_EQ(c.num_queues, 4);
   EXPECT_EQ(c.writeback, 1);
-  EXPECT_EQ(c.seg_max, 128u);
+  EXPECT_EQ(c.seg_max, 126u);
   std::array<std::uint8_t, 8> cap{};
   ASSERT_TRUE(read_config_bytes(c, 0, cap));
   std::uint64_t v;

@@ -28,7 +28,10 @@ struct DiskOptions {
   bool read_only = false;  // opened O_RDONLY; VIRTIO_BLK_F_RO offered
   // GET_ID's answer (at most 20 bytes used); empty: the image's file name.
   std::string serial;
-  std::uint32_t seg_max = 128;        // 1..1024 (IOV_MAX)
+  // 1..1024 (IOV_MAX). A request is seg_max data descriptors plus header and status, and
+  // no chain may be longer than the queue (2.7.5.3.1): QEMU's default queue of 128 needs
+  // 126. (With 128, Linux built 130-entry indirect tables, which are refused.)
+  std::uint32_t seg_max = 126;
   std::uint32_t size_max = 1u << 20;  // 512..2^31
   std::uint32_t blk_size = 512;       // logical block size offered (power of two >= 512)
 };

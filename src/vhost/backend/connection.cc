@@ -214,6 +214,10 @@ Result<std::optional<Payload>> BackendConnection::handle_features(DecodedMessage
       }
       features_ = f;
       features_set_ = true;
+      // A (re)negotiation starts a new life of the device: SeaBIOS drives it with the
+      // vIOMMU still off (QEMU answers misses with identity entries), then Linux turns the
+      // vIOMMU on and negotiates again without invalidating them. It is a cache: empty it.
+      iotlb_.clear();
       for (auto& v : vrings_)
         v->translator.use_iotlb(f.has(kVirtioFAccessPlatform) ? &iotlb_ : nullptr);
       device_.set_features(f);

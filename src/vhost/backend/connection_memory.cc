@@ -73,6 +73,9 @@ Result<std::optional<Payload>> BackendConnection::handle_memory(DecodedMessage& 
 
 Result<std::optional<Payload>> BackendConnection::handle_iotlb(const IotlbMsg& msg) {
   if (!features_.has(kVirtioFAccessPlatform)) return Err(Errc::kIotlbUnavailable);
+  log(LogLevel::kDebug, kLog, "IOTLB {} iova {:#x} size {:#x} uaddr {:#x} perm {}",
+      msg.type == IotlbType::kUpdate ? "update" : "invalidate", msg.iova, msg.size,
+      msg.user_addr, static_cast<int>(msg.perm));
   if (msg.type == IotlbType::kUpdate) {
     ++stats_.iotlb_updates;
     VDMA_TRY(iotlb_.insert(
@@ -118,6 +121,7 @@ void BackendConnection::send_miss(std::uint64_t iova, memory::Access access) {
   msg.perm = perm_of(access);
   msg.type = IotlbType::kMiss;
   ++stats_.iotlb_misses_sent;
+  log(LogLevel::kDebug, kLog, "IOTLB miss iova {:#x} perm {}", iova, static_cast<int>(msg.perm));
   // No need_reply: the front end answers on the main channel with an IOTLB update, and
   // waiting here for an ack while it waits for ours would deadlock.
   if (auto s = backend_channel_->send(encode(BackendRequest::kIotlbMsg, msg)); !s) {

@@ -61,6 +61,9 @@ Result<std::optional<Payload>> BackendConnection::handle_vring(DecodedMessage& m
       Vring* v = VDMA_TRY(vring_at(s.index));
       stop_ring(static_cast<std::uint16_t>(s.index));
       v->started = false;
+      // The front end stops the device (to reset it, or to change its translation
+      // regime): nothing cached may outlive that. Other rings simply ask again.
+      iotlb_.clear();
       if (v->kick) {
         loop_.remove(v->kick.get());
         v->kick.reset();

@@ -131,7 +131,11 @@ case "$variant" in
     dev+=",disable-legacy=on,iommu_platform=on"
     ;;
   iommu)
-    append+=" intel_iommu=on vdma_expect=access_platform,iommu"
+    # iommu.strict=1: Linux's default lazy mode (DMA-FQ) flushes whole domains, and QEMU
+    # 7.2 forwards no domain flush to a vhost-user back end's IOTLB (it sent none), so
+    # reused IOVAs kept their old translation and the guest crashed. Strict mode unmaps
+    # with page invalidations, which QEMU forwards as IOTLB_MSG invalidations.
+    append+=" intel_iommu=on iommu.strict=1 vdma_expect=access_platform,iommu"
     machine="q35,accel=tcg,kernel-irqchip=split,memory-backend=mem"
     extra=(-device "intel-iommu,intremap=on,device-iotlb=on")
     dev+=",disable-legacy=on,iommu_platform=on,ats=on"

@@ -80,12 +80,6 @@ struct BlkFrontEnd {
     ops = std::move(*o);
   }
 
-  std::uint64_t uva(DmaAddr a) {
-    auto span = guest->memory().translate(Gpa{a.value()}, 1);
-    EXPECT_TRUE(span);
-    return reinterpret_cast<std::uint64_t>(span->data());
-  }
-
   void start_queue(std::uint32_t index, std::uint32_t size = 256) {
     virtq::DriverQueueConfig cfg;
     cfg.size = size;
@@ -95,22 +89,9 @@ struct BlkFrontEnd {
     drivers.push_back(std::make_unique<Driver>(std::move(*q)));
     kicks.push_back(make_eventfd());
     calls.push_back(make_eventfd());
-    const virtq::RingAddresses a = drivers.back()->addresses();
-    Scripted s{*ch};
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringNum, VringState{index, size}), 0u);
-    ASSERT_EQ(
-        *s.acked(FrontendRequest::kSetVringBase, VringState{index, Ring::kPacked ? 0x8000u : 0u}),
-        0u);
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringAddr,
-                       VringAddr{index, 0, uva(a.desc), uva(a.device), uva(a.driver), 0}),
-              0u);
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringCall,
-                       VringFd{static_cast<std::uint8_t>(index), dup_fd(calls.back().get())}),
-              0u);
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringKick,
-                       VringFd{static_cast<std::uint8_t>(index), dup_fd(kicks.back().get())}),
-              0u);
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringEnable, VringState{index, 1}), 0u);
+    ASSERT_TRUE(vhost::test::start_vring(*ch, *guest, index, size, Ring::kPacked,
+                                         drivers.back()->addresses(), calls.back().get(),
+                                         kicks.back().get()));
   }
 
   GuestRequest alloc(std::uint32_t type, std::uint64_t sector, std::uint32_t len) {

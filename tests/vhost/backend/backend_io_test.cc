@@ -53,12 +53,6 @@ class BackendIoTest : public ::testing::Test {
     ops = std::move(*o);
   }
 
-  std::uint64_t uva(DmaAddr a) {
-    auto span = guest->memory().translate(Gpa{a.value()}, 1);
-    EXPECT_TRUE(span);
-    return reinterpret_cast<std::uint64_t>(span->data());
-  }
-
   // Creates driver queue `index` and starts it on the back end.
   void start_queue(std::uint32_t index, std::uint32_t size = 64) {
     virtq::DriverQueueConfig cfg;
@@ -69,22 +63,8 @@ class BackendIoTest : public ::testing::Test {
     drivers.push_back(std::make_unique<Driver>(std::move(*q)));
     kicks.push_back(make_nb_eventfd());
     calls.push_back(make_nb_eventfd());
-    const virtq::RingAddresses a = drivers.back()->addresses();
-    Scripted s{*ch};
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringNum, VringState{index, size}), 0u);
-    ASSERT_EQ(
-        *s.acked(FrontendRequest::kSetVringBase, VringState{index, Ring::kPacked ? 0x8000u : 0u}),
-        0u);
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringAddr,
-                       VringAddr{index, 0, uva(a.desc), uva(a.device), uva(a.driver), 0}),
-              0u);
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringCall,
-                       VringFd{static_cast<std::uint8_t>(index), dup_fd(calls.back().get())}),
-              0u);
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringKick,
-                       VringFd{static_cast<std::uint8_t>(index), dup_fd(kicks.back().get())}),
-              0u);
-    ASSERT_EQ(*s.acked(FrontendRequest::kSetVringEnable, VringState{index, 1}), 0u);
+    ASSERT_TRUE(start_vring(*ch, *guest, index, size, Ring::kPacked, drivers.back()->addresses(),
+                            calls.back().get(), kicks.back().get()));
   }
 
   // Sends `count` request/response pairs of `len` bytes through queue `q` and checks the

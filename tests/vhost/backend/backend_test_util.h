@@ -11,7 +11,9 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <thread>
+#include <utility>
 
 #include "../test_util.h"
 #include "vdma/dma/guest.h"
@@ -117,6 +119,44 @@ inline MemoryTable table_of(const std::vector<memory::GuestRegion>& regions) {
     t.fds.push_back(dup_fd(*r.backing->shareable_fd()));
   }
   return t;
+}
+
+// This process's address of guest-physical `a` (what SET_VRING_ADDR carries without
+// ACCESS_PLATFORM).
+inline std::uint64_t user_address(const dma::Guest& guest, DmaAddr a) {
+  auto span = guest.memory().translate(Gpa{a.value()}, 1);
+  EXPECT_TRUE(span);
+  return span ? reinterpret_cast<std::uint64_t>(span->data()) : 0;
+}
+
+// Starts vring `index` on the back end for a driver queue with addresses `a` (guest
+// physical): SET_VRING_NUM / BASE / ADDR / CALL / KICK / ENABLE, each acked. Returns the
+// first failure, or true.
+inline ::testing::AssertionResult start_vring(Channel& ch, const dma::Guest& guest,
+                                              std::uint32_t index, std::uint32_t size, bool packed,
+                                              const virtq::RingAddresses& a, int call_fd,
+                                              int kick_fd) {
+  Scripted s{ch};
+  auto acked = [&](FrontendRequest r, Payload p) -> ::testing::AssertionResult {
+    auto status = s.acked(r, std::move(p));
+    if (!status)
+      return ::testing::AssertionFailure() << request_name(r) << ": " << status.error().message();
+    if (*status != 0) return ::testing::AssertionFailure() << request_name(r) << " nacked";
+    return ::testing::AssertionSuccess();
+  };
+  const auto i8 = static_cast<std::uint8_t>(index);
+  if (auto r = acked(FrontendRequest::kSetVringNum, VringState{index, size}); !r) return r;
+  const std::uint32_t base = packed ? 0x8000u : 0u;  // packed: wrap counter 1, position 0
+  if (auto r = acked(FrontendRequest::kSetVringBase, VringState{index, base}); !r) return r;
+  if (auto r = acked(FrontendRequest::kSetVringAddr,
+                     VringAddr{index, 0, user_address(guest, a.desc), user_address(guest, a.device),
+                               user_address(guest, a.driver), 0});
+      !r) {
+    return r;
+  }
+  if (auto r = acked(FrontendRequest::kSetVringCall, VringFd{i8, dup_fd(call_fd)}); !r) return r;
+  if (auto r = acked(FrontendRequest::kSetVringKick, VringFd{i8, dup_fd(kick_fd)}); !r) return r;
+  return acked(FrontendRequest::kSetVringEnable, VringState{index, 1});
 }
 
 }  // namespace vdma::vhost::test
